@@ -114,18 +114,35 @@ class CrawlConfig:
 
 @dataclass
 class ExtractConfig:
-    # Seconds one document may spend in extraction before it is killed and counted as extract_timeout.
+    # Seconds one document may spend in extraction before its worker is killed (extract_timeout).
     timeout_s: float = 20.0
-    # HTML is cut to this many bytes before extraction.
+    # HTML is cut to this many bytes before decoding and extraction.
     max_html_bytes: int = 2_000_000
-    # Documents shorter than this many GPT-2 tokens are dropped (OpenWebText used 128).
+    # newspaper3k is consulted when trafilatura and resiliparse agree less than this (token F1 between
+    # their texts); 0 never consults it, 1 always does. See pipeline/extract.py for the measurement.
+    second_opinion_below: float = 0.7
+    # Documents shorter than this many GPT-2 tokens are dropped (too_short; OpenWebText used 128).
     min_tokens: int = 128
-    # Documents longer than this many characters are dropped.
+    # Documents longer than this many characters are dropped (too_long).
     max_chars: int = 1_000_000
-    # Languages kept (ISO 639-1); empty keeps all.
+    # Languages kept (py3langid's ISO 639-1 codes); empty keeps all.
     languages: list[str] = field(default_factory=lambda: ["en"])
-    # Minimum language-identification confidence.
+    # Minimum language-identification probability for a kept language.
     min_language_score: float = 0.5
+    # Junk heuristics applied, by reason name (pipeline/quality.py); remove a name to turn it off.
+    heuristics: list[str] = field(
+        default_factory=lambda: [
+            "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words",
+            "junk_long_words",
+        ]
+    )
+    # Bounds of those heuristics (Gopher's and C4's rules, see pipeline/quality.py).
+    max_symbol_ratio: float = 0.1
+    min_alpha_words: float = 0.8
+    max_repeated_lines: float = 0.3
+    min_punctuated_lines: float = 0.5
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
 
 
 @dataclass
@@ -159,42 +176,64 @@ class TokenizeConfig:
 
 @dataclass
 class TrainConfig:
-    # Model size: gpt2-tiny, gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl.
+    # Model size (training/model.py): gpt2-tiny (dry runs), gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl.
     model: str = "gpt2"
-    # Ray Train workers (one per GPU).
+    # Ray Train workers, one per GPU with use_gpu (DDP over NCCL); CPU workers use gloo.
     num_workers: int = 1
     use_gpu: bool = True
-    # Total optimizer steps.
+    # Total optimizer steps (with the default 524,288 tokens per step, 10,000 steps are 5.2B tokens).
     max_steps: int = 10_000
-    # Sequences per worker per micro-step.
-    micro_batch_size: int = 8
-    # Context length used for training (<= the model's).
+    # Sequences per worker per micro-step (16 x 1024 fits an 80 GB GPU for gpt2 in bf16).
+    micro_batch_size: int = 16
+    # Context length used for training (<= the model's 1024; gpt2-tiny has 256).
     seq_len: int = 1024
-    # Tokens per optimizer step across all workers (gradient accumulation fills it).
+    # Tokens per optimizer step across all workers; gradient accumulation fills it, so it must be a multiple
+    # of micro_batch_size x seq_len x num_workers. 524,288 = 2**19, about GPT-3 small's 0.5M batch.
     tokens_per_step: int = 524_288
+    # Peak learning rate (GPT-3 small's 6e-4), reached after warmup_steps, then cosine decay to
+    # learning_rate x min_lr_ratio at max_steps.
     learning_rate: float = 6e-4
     min_lr_ratio: float = 0.1
     warmup_steps: int = 700
+    # AdamW decoupled weight decay, applied to matrices only (not biases or LayerNorm gains).
     weight_decay: float = 0.1
+    # Gradients are clipped to this global L2 norm.
     grad_clip: float = 1.0
-    # Steps between checkpoints and validation evaluations.
+    # Optimizer steps between checkpoints (the last step always checkpoints) and checkpoints kept on disk.
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    # Steps between validation evaluations (and at the last step); val batches per worker per evaluation.
     eval_every: int = 250
     eval_batches: int = 20
-    compile: bool = False
+    # torch.compile the model; only on CUDA (on CPU the compile time outweighs a dry run).
+    compile: bool = True
+    # Seed of the initial weights and of the training data order.
     seed: int = 1337
-    # Worker restarts Ray Train allows after a failure.
+    # Worker-group restarts Ray Train allows after a failure; each resumes from the latest checkpoint.
     max_failures: int = 3
+    # Continuations sampled from <|endoftext|> at the end (train/samples.json), and their length in tokens.
+    num_samples: int = 3
+    sample_length: int = 64
+    # Peak FLOP/s of one device for MFU; 0 = the bf16 dense peak of a known GPU (H100/H200/A100), else the
+    # fp32 matmul rate measured on the worker at start-up (CPU).
+    peak_flops: float = 0.0
+    # Fault injection for tests and drills: the last rank hard-exits (os._exit) when it reaches this step,
+    # only in an attempt that started from scratch, so the restart from the checkpoint then completes. 0 = off.
+    crash_at_step: int = 0
 
 
 @dataclass
 class DevwebConfig:
-    # Address the dry-run web server binds; every dry-run host name resolves here.
-    bind: str = "127.0.0.1"
-    # Port of the dry-run web server; 0 picks a free one.
+    # Port of the dry-run web server on every 127.0.0.N host; 0 picks a free one when the web is built.
     port: int = 0
-    # Article pages generated (before duplicates, junk and broken pages are added).
-    num_articles: int = 120
+    # Distinct loopback hosts (127.0.0.2 ..) the pages are spread over.
+    hosts: int = 12
+    # Article pages generated (at most the prose available allows, about 130).
+    num_articles: int = 100
+    # Articles that get exact or near-duplicate copies on other hosts (1-3 copies each).
+    dup_groups: int = 12
+    # Seconds the slow page waits before answering (set above crawl.request_deadline_s).
+    slow_seconds: float = 5.0
     seed: int = 0
 
 

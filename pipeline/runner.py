@@ -12,7 +12,8 @@ A partition is done when its commit exists. A rerun skips a partition whose comm
 fingerprint (the config sections the stage depends on plus the spec itself) and whose files are all there
 with the recorded sizes; every other partition is redone. Ray retries a task whose worker died (at-least-
 once); since outputs are replaced atomically and the commit is written last, the result is exactly-once.
-Files in the phase folder that no commit names (leftovers of an earlier configuration) are removed.
+Part files that no commit names, in the folders this phase writes (leftovers of an earlier configuration),
+are removed.
 
 Counts follow one rule: `in` records entered, `out` left, every other key is a drop reason, and
 in == out + sum(drops). `info` holds other numbers (bytes, seconds) that are summed into stats.json.
@@ -135,13 +136,14 @@ _run_remote = ray.remote(_run_one)
 
 
 def _remove_orphans(ctx: RunContext, phase: str, commits: list[dict]) -> None:
+    """Delete part files in this phase's output folders that no commit names (an earlier config's)."""
     named = {rel for c in commits for rel in c["files"]}
-    folder = ctx.path(phase)
-    for path in folder.rglob("part-*"):
-        inner = path.relative_to(folder).parts[:-1]
-        if path.is_file() and ctx.rel(path) not in named and not any(p.startswith("_") for p in inner):
-            path.unlink()
-    for path in folder.joinpath("_commits").glob("part-*.json"):
+    folders = {ctx.path(phase)} | {ctx.path(rel).parent for rel in named}
+    for folder in folders:
+        for path in folder.glob("part-*"):
+            if path.is_file() and ctx.rel(path) not in named:
+                path.unlink()
+    for path in ctx.path(phase, "_commits").glob("part-*.json"):
         if int(path.stem.split("-")[1]) >= len(commits):
             path.unlink()
 

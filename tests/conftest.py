@@ -26,3 +26,17 @@ def samples_dir() -> Path:
     if not SAMPLES.is_dir():
         pytest.skip(f"{SAMPLES} not present (the shared/ folder beside the project)")
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def devweb_site(tmp_path_factory):
+    """The dry-run web, built once and served on 127.0.0.2.. for the whole session.
+
+    Yields {"dir": build folder, "site": routes.json dict, "truth": truth rows, "dump": the .zst dump}.
+    """
+    from pipeline import devweb
+    from pipeline.config import DevwebConfig
+
+    out = devweb.build(tmp_path_factory.mktemp("devweb"), devweb.free_port(), DevwebConfig(slow_seconds=3.0))
+    with devweb.serving(out) as site:
+        yield {"dir": out, "site": site, "truth": devweb.load_truth(out), "dump": out / "RS_devweb.zst"}

@@ -1,0 +1,451 @@
+"""The dry-run web: a small web with known truth, served on loopback, so the whole pipeline runs offline.
+
+    webtext devweb --run-dir runs/dry     # build runs/dry/devweb/ and serve it until Ctrl-C
+
+`build` writes into `out_dir`:
+
+- `RS_devweb.zst`: a Pushshift-style submission dump linking to the pages (plus self posts, low scores,
+  NSFW, blocked domains, tracking parameters, a malformed line, a deleted post), for the reddit stage;
+- `pages/` and `routes.json`: what the server answers for each (host, path);
+- `truth.jsonl`: one row per linked URL: url (normalized, as the urls stage writes it), kind, title,
+  text (the article's true text, "" for pages without one), language, dup_group (pages sharing a
+  group are exact or near duplicates of each other), expected (the crawl/extract outcome a correct
+  pipeline gives: "doc", or the reason it is not a document).
+
+Hosts are 127.0.0.2 .. 127.0.0.(1 + hosts), all on one port, so the crawl sees many distinct hosts and
+its per-host politeness is exercised. Article prose is the standard library's own documentation
+(paragraphs of docstrings); non-English pages carry short passages written for this module, served in
+their legacy charsets (windows-1251, Shift_JIS, ISO-8859-1) to exercise charset handling.
+
+Page kinds: article (one of three page templates: nav, sidebar, cookie banner, related links, comments,
+footer around the article), near_dup (an article with a few words changed, in another template, on
+another host), exact_dup (the same article text, another template), redirect (301 to an article),
+non_english, junk (link farms, keyword lists, too-short stubs), robots_disallowed, slow (answers after
+`slow_seconds`), error_500, not_found, reset (connection closed mid-body), huge (a body past the dry
+run's size cap), pdf (a non-HTML content type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import importlib
+import inspect
+import json
+import random
+import re
+import socket
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from pipeline.config import DevwebConfig, RedditConfig
+from pipeline.urls import normalize_url
+
+PROSE_MODULES = [
+    "argparse", "asyncio", "collections", "concurrent.futures", "configparser", "csv", "dataclasses",
+    "datetime", "decimal", "difflib", "email.message", "fractions", "functools", "heapq", "http.client",
+    "http.server", "imaplib", "inspect", "ipaddress", "itertools", "json", "logging", "mailbox",
+    "multiprocessing", "numbers", "os", "pathlib", "pickle", "pydoc", "random", "re", "shutil", "smtplib",
+    "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap",
+    "threading", "typing", "unittest", "urllib.parse", "urllib.request", "uuid", "warnings", "weakref",
+    "zipfile", "abc", "ast", "bisect", "calendar", "codecs", "contextlib", "copy", "enum", "ftplib",
+    "getopt", "gettext", "glob", "hashlib", "hmac", "locale", "optparse", "pprint", "queue", "sched",
+    "secrets", "selectors", "shelve", "signal", "ssl", "struct", "symtable", "tokenize", "trace",
+    "traceback", "wave", "xmlrpc.client",
+]
+
+FOREIGN = {
+    "de": ("iso-8859-1", [
+        "Die Stadtbibliothek öffnet am Montag wieder ihre Türen, nachdem die Renovierung des alten Lesesaals "
+        "länger gedauert hat als geplant.",
+        "Viele Besucher hatten sich über die langen Wartezeiten beschwert, und die Verwaltung versprach, die "
+        "Ausleihe künftig schneller und einfacher zu gestalten.",
+        "Im Erdgeschoss gibt es jetzt eine große Abteilung für Kinderbücher, in der jeden Nachmittag vorgelesen "
+        "wird.",
+        "Die Leiterin der Bibliothek erklärte, dass man auch ältere Menschen mit Kursen zur Nutzung der neuen "
+        "Geräte unterstützen wolle.",
+        "Wer ein Buch länger als vier Wochen behalten möchte, kann die Frist bequem über die Webseite verlängern.",
+        "Außerdem werden im Herbst regelmäßig Lesungen mit Autorinnen und Autoren aus der Region stattfinden.",
+    ]),
+    "fr": ("iso-8859-1", [
+        "Le marché couvert du quartier a fêté ses cent ans samedi dernier en présence de nombreux habitants.",
+        "Les commerçants ont proposé des dégustations de fromages, de pain et de fruits venus des fermes voisines.",
+        "Le maire a rappelé que le bâtiment avait failli être démoli il y a trente ans, avant d'être sauvé par "
+        "une association.",
+        "Depuis, les étals attirent aussi bien les familles du quartier que les touristes de passage.",
+        "Une exposition de photographies anciennes raconte l'histoire du lieu et de ceux qui y ont travaillé.",
+        "Les organisateurs espèrent renouveler la fête chaque année au début de l'été.",
+    ]),
+    "es": ("utf-8", [
+        "El nuevo tren entre las dos ciudades reducirá el viaje a menos de una hora a partir del próximo mes.",
+        "Las obras comenzaron hace cuatro años y han dado trabajo a cientos de personas de la comarca.",
+        "Los vecinos esperan que la conexión atraiga a más visitantes durante los fines de semana.",
+        "La empresa ferroviaria ha anunciado precios reducidos para estudiantes y personas mayores.",
+        "Algunos agricultores, sin embargo, se quejan de que la vía ha dividido sus terrenos en dos.",
+        "El ayuntamiento ha prometido construir pasos seguros para el ganado y la maquinaria agrícola.",
+    ]),
+    "ru": ("windows-1251", [
+        "В городском парке открылась новая летняя сцена, где каждый вечер выступают местные музыканты.",
+        "Жители давно просили сделать в парке больше скамеек и фонарей, и теперь их желание исполнено.",
+        "По выходным на главной аллее работает ярмарка, где можно купить мёд, овощи и свежий хлеб.",
+        "Администрация обещает, что к осени в парке появится и небольшая библиотека под открытым небом.",
+        "Дети особенно рады новой площадке с качелями, горкой и песочницей у самого пруда.",
+        "Вход в парк остаётся бесплатным, а концерты начинаются в семь часов вечера.",
+    ]),
+    "ja": ("shift_jis", [
+        "駅前の古い商店街では、今年も夏祭りの準備が始まりました。",
+        "地元の子どもたちは、毎日放課後に集まって太鼓の練習をしています。",
+        "祭りの当日には、たくさんの屋台が並び、遠くからも見物客が訪れます。",
+        "商店街の人々は、祭りが町を元気にする大切な行事だと話しています。",
+        "夜には花火が打ち上げられ、川沿いの道は多くの人でにぎわいます。",
+        "主催者は、ごみを持ち帰るよう来場者に協力を呼びかけています。",
+    ]),
+}
+
+TEMPLATES = ("magazine", "blog", "portal")
+SITE_NAMES = ["Daily Ledger", "Tech Review", "City Herald", "Open Notes", "The Courier", "Field Report"]
+
+
+@dataclass
+class Page:
+    """One route of the dry-run web and its truth."""
+
+    host: str
+    path: str
+    kind: str
+    status: int = 200
+    content_type: str = "text/html; charset=utf-8"
+    body: bytes = b""
+    location: str = ""
+    title: str = ""
+    text: str = ""
+    language: str = "en"
+    dup_group: str | None = None
+    expected: str = "doc"
+    score: int = 10
+
+
+def prose_paragraphs() -> list[str]:
+    """Paragraphs of plain English prose from the standard library's docstrings, in a stable order."""
+    found: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in PROSE_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            docs = [module.__doc__]
+            for _, obj in sorted(vars(module).items()):
+                if inspect.isclass(obj) or inspect.isfunction(obj):
+                    docs.append(obj.__doc__)
+                    if inspect.isclass(obj):
+                        docs.extend(f.__doc__ for _, f in sorted(vars(obj).items()) if inspect.isfunction(f))
+            for doc in docs:
+                if isinstance(doc, str):
+                    found.update(_prose_in(doc))
+    return sorted(found)
+
+
+def _prose_in(doc: str) -> list[str]:
+    out = []
+    for block in re.split(r"\n\s*\n", inspect.cleandoc(doc)):
+        if ">>>" in block or "::" in block or re.search(r"^\s{2,}", block, re.M):
+            continue
+        text = " ".join(block.split())
+        letters = sum(c.isalpha() or c.isspace() for c in text)
+        if len(text.split()) >= 30 and text.endswith(".") and letters / len(text) >= 0.9:
+            out.append(text)
+    return out
+
+
+def _boilerplate(rng: random.Random, site: str, template: str) -> tuple[str, str]:
+    """(before, after) HTML around an article: the parts an extractor must leave out."""
+    nav = "".join(f'<li><a href="/section/{w.lower()}">{w}</a></li>' for w in
+                  rng.sample(["World", "Politics", "Business", "Science", "Sports", "Culture", "Opinion",
+                              "Technology", "Travel", "Health"], 6))
+    related = "".join(f'<li><a href="/story/{rng.randrange(10**6)}">{t}</a></li>' for t in
+                      rng.sample(["Ten things you missed this week", "Why the market moved on Friday",
+                                  "Readers respond to our survey", "The best photos of the month",
+                                  "Subscribe to our newsletter for daily updates", "Podcast: the week in review",
+                                  "Letters to the editor", "Weather for the weekend"], 4))
+    cookie = ('<div class="cookie-banner">We use cookies to improve your experience. By continuing to browse '
+              'you agree to our use of cookies. <button>Accept all</button></div>')
+    comments = "".join(
+        f'<div class="comment"><b>user{rng.randrange(1000)}</b><p>{c}</p></div>'
+        for c in rng.sample(["Great read, thanks!", "I disagree with the second point.", "First!",
+                             "Does anyone have a link to the source?", "Shared this with my team."], 2)
+    )
+    footer = (f'<footer><p>&copy; 2024 {site}. All rights reserved.</p><a href="/privacy">Privacy policy</a> '
+              '<a href="/terms">Terms of use</a> <a href="/contact">Contact us</a></footer>')
+    if template == "magazine":
+        before = (f'<header><div class="logo">{site}</div><nav><ul>{nav}</ul></nav></header>{cookie}'
+                  '<main><article>')
+        after = (f'</article><aside class="related"><h3>Related stories</h3><ul>{related}</ul></aside>'
+                 f'<section class="comments"><h3>Comments</h3>{comments}</section></main>{footer}')
+    elif template == "blog":
+        before = (f'<div id="top"><span>{site}</span> | <a href="/">Home</a> <a href="/archive">Archive</a> '
+                  f'<a href="/about">About</a></div><div id="wrap"><div id="sidebar"><h4>Categories</h4>'
+                  f'<ul>{nav}</ul><h4>Popular</h4><ul>{related}</ul></div><div id="content"><div class="post">')
+        after = (f'<div class="share">Share this post: Twitter Facebook Email</div></div>'
+                 f'<div id="comments">{comments}</div></div></div>{footer}{cookie}')
+    else:
+        before = (f'<table width="100%"><tr><td colspan="2"><h2>{site} Portal</h2><ul class="menu">{nav}</ul>'
+                  f'</td></tr><tr><td valign="top" width="20%"><b>Most read</b><ul>{related}</ul></td>'
+                  '<td valign="top"><div class="story-body">')
+        after = ('<p class="advert">Advertisement: Save 20% on your subscription today.</p></div></td></tr>'
+                 f'</table>{footer}')
+    return before, after
+
+
+def article_html(rng: random.Random, title: str, paragraphs: list[str], site: str, template: str,
+                 lang: str = "en", charset: str = "utf-8") -> bytes:
+    before, after = _boilerplate(rng, site, template)
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    page = (f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="{charset}"><title>{html.escape(title)} - '
+            f'{site}</title></head><body>{before}<h1>{html.escape(title)}</h1>'
+            f'<p class="byline">By Staff Writer, March {rng.randrange(1, 28)}, 2024</p>{body}{after}</body></html>')
+    return page.encode(charset, errors="xmlcharrefreplace")
+
+
+def _title(paragraphs: list[str]) -> str:
+    words = re.sub(r"[^\w\s]", "", paragraphs[0]).split()[:7]
+    return " ".join(words).capitalize()
+
+
+def _edit_words(rng: random.Random, paragraphs: list[str], fraction: float) -> list[str]:
+    """A near-duplicate: replace about `fraction` of the words with other words of the text."""
+    words = " ".join(paragraphs).split()
+    lengths = [len(p.split()) for p in paragraphs]
+    for i in rng.sample(range(len(words)), max(1, int(len(words) * fraction))):
+        words[i] = rng.choice(words)
+    out, start = [], 0
+    for n in lengths:
+        out.append(" ".join(words[start:start + n]))
+        start += n
+    return out
+
+
+def plan_pages(config: DevwebConfig) -> list[Page]:
+    """Every page of the dry-run web, with its truth; deterministic for a given config."""
+    rng = random.Random(config.seed)
+    hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
+    pool = prose_paragraphs()
+    rng.shuffle(pool)
+    pages: list[Page] = []
+
+    def add_article(index: int, paragraphs: list[str], kind: str, group: str | None, host: str, template: str):
+        title = _title(paragraphs)
+        site = SITE_NAMES[hosts.index(host) % len(SITE_NAMES)]
+        body = article_html(rng, title, paragraphs, site, template)
+        pages.append(Page(host=host, path=f"/{template}/{index:04d}-{kind}.html", kind=kind, body=body,
+                          title=title, text="\n".join(paragraphs), dup_group=group, score=rng.randrange(3, 400)))
+
+    articles = []
+    for i in range(min(config.num_articles, len(pool) // 5)):
+        paragraphs = pool[i * 5:(i + 1) * 5]
+        articles.append(paragraphs)
+        add_article(i, paragraphs, "article", None, hosts[i % len(hosts)], TEMPLATES[i % 3])
+    for g in range(config.dup_groups):
+        source = pages[g]
+        source.dup_group = f"group-{g:03d}"
+        for copy in range(1 + g % 3):
+            host = hosts[(g + copy + 1) % len(hosts)]
+            template = TEMPLATES[(g + copy + 1) % 3]
+            if copy == 0 and g % 2 == 0:
+                add_article(1000 + g * 10 + copy, articles[g], "exact_dup", source.dup_group, host, template)
+            else:
+                add_article(1000 + g * 10 + copy, _edit_words(rng, articles[g], 0.03), "near_dup",
+                            source.dup_group, host, template)
+    for i, (lang, (charset, sentences)) in enumerate(sorted(FOREIGN.items())):
+        for j in range(2):
+            order = rng.sample(sentences, len(sentences))
+            paragraphs = [" ".join(order[:3]), " ".join(order[3:])] * 3
+            host = hosts[(i * 2 + j) % len(hosts)]
+            body = article_html(rng, order[0][:40], paragraphs, SITE_NAMES[0], TEMPLATES[j], lang, charset)
+            pages.append(Page(host=host, path=f"/intl/{lang}-{j}.html", kind="non_english", body=body,
+                              content_type=f"text/html; charset={charset}", title=order[0][:40],
+                              text="\n".join(paragraphs), language=lang, expected="language"))
+    pages.extend(_junk_pages(rng, hosts))
+    pages.extend(_broken_pages(rng, hosts, pages, config))
+    return pages
+
+
+def _junk_pages(rng: random.Random, hosts: list[str]) -> list[Page]:
+    links = "".join(f'<a href="/p/{rng.randrange(10**6)}">Cheap deals {i}</a><br>' for i in range(80))
+    keywords = " ".join(rng.choice(["buy", "cheap", "best", "deal", "casino", "free", "win", "now"])
+                        for _ in range(400))
+    stub = "<p>Page moved. Please update your bookmarks.</p>"
+    out = []
+    for i, (name, body) in enumerate([("links", links), ("keywords", f"<p>{keywords}</p>"), ("stub", stub)]):
+        page = f"<html><head><title>{name}</title></head><body>{body}</body></html>".encode()
+        out.append(Page(host=hosts[i % len(hosts)], path=f"/junk/{name}.html", kind="junk", body=page,
+                        title=name, expected="junk"))
+    return out
+
+
+def _broken_pages(rng: random.Random, hosts: list[str], pages: list[Page], config: DevwebConfig) -> list[Page]:
+    target = pages[1]
+    filler = "".join(f"<p>{'Filler paragraph of a page far too large to keep. ' * 20}</p>" for _ in range(3000))
+    private_host = hosts[-1]
+    return [
+        Page(host=target.host, path="/old/moved.html", kind="redirect", status=301, location=target.path,
+             title=target.title, text=target.text, dup_group=target.dup_group, expected="redirect_to_duplicate"),
+        Page(host=private_host, path="/private/secret.html", kind="robots_disallowed",
+             body=b"<html><body><p>members only</p></body></html>", expected="robots_disallowed"),
+        Page(host=hosts[0], path="/slow.html", kind="slow", body=pages[2].body, expected="fetch_timeout"),
+        Page(host=hosts[1], path="/error.html", kind="error_500", status=500, body=b"oops",
+             expected="http_5xx"),
+        Page(host=hosts[2], path="/gone.html", kind="not_found", status=404, body=b"not found",
+             expected="http_4xx"),
+        Page(host=hosts[3], path="/reset.html", kind="reset", body=pages[3].body, expected="fetch_error"),
+        Page(host=hosts[4], path="/huge.html", kind="huge", body=f"<html><body>{filler}</body></html>".encode(),
+             expected="too_large"),
+        Page(host=hosts[5], path="/report.html", kind="pdf", content_type="application/pdf",
+             body=b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", expected="content_type"),
+    ]
+
+
+def _submission(rng: random.Random, i: int, url: str, score: int, **extra) -> dict:
+    record = {"id": f"dw{i:05d}", "subreddit": rng.choice(["news", "technology", "science", "worldnews"]),
+              "title": f"Submission {i}", "url": url, "score": score, "is_self": False, "over_18": False,
+              "created_utc": 1700000000 + i * 37, "author": f"user{i % 50}", "num_comments": i % 17}
+    record.update(extra)
+    return record
+
+
+def dump_lines(rng: random.Random, pages: list[Page], port: int) -> list[bytes]:
+    """The Reddit dump: one submission per page, plus records every reddit-stage rule must drop."""
+    records = [_submission(rng, i, f"http://{p.host}:{port}{p.path}", p.score) for i, p in enumerate(pages)]
+    n = len(records)
+    first = f"http://{pages[0].host}:{port}{pages[0].path}"
+    records += [
+        _submission(rng, n, first + "?utm_source=reddit&fbclid=abc", 5),
+        _submission(rng, n + 1, f"http://{pages[5].host}:{port}{pages[5].path}", 1),
+        _submission(rng, n + 2, "https://en.wikipedia.org/wiki/Web_crawler", 50),
+        _submission(rng, n + 3, "https://i.imgur.com/abc.jpg", 90),
+        _submission(rng, n + 4, "https://www.reddit.com/r/news/comments/abc/x/", 12, is_self=True),
+        _submission(rng, n + 5, f"http://{pages[6].host}:{port}/nsfw.html", 40, over_18=True),
+        _submission(rng, n + 6, "ftp://files.example.org/a.txt", 9),
+        _submission(rng, n + 7, f"http://{pages[7].host}:{port}/deleted.html", 30, removed_by_category="deleted"),
+    ]
+    lines = [json.dumps(r, sort_keys=True).encode() for r in records]
+    lines.insert(len(lines) // 2, b'{"id": "broken", "url": ')
+    return lines
+
+
+def build(out_dir: str | Path, port: int, config: DevwebConfig, reddit: RedditConfig | None = None) -> Path:
+    """Write the dry-run web (dump, pages, routes, truth) into out_dir for a server on `port`."""
+    out_dir = Path(out_dir)
+    (out_dir / "pages").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(config.seed + 1)
+    pages = plan_pages(config)
+    hosts = sorted({p.host for p in pages}, key=lambda h: int(h.rsplit(".", 1)[1]))
+    routes = {}
+    for i, page in enumerate(pages):
+        name = f"{i:05d}.bin"
+        (out_dir / "pages" / name).write_bytes(page.body)
+        routes[f"{page.host}{page.path}"] = {"kind": page.kind, "status": page.status, "file": name,
+                                              "content_type": page.content_type, "location": page.location}
+    robots = {h: "User-agent: *\nDisallow: /private/\n" for h in hosts}
+    (out_dir / "routes.json").write_text(json.dumps(
+        {"port": port, "hosts": hosts, "slow_seconds": config.slow_seconds, "routes": routes, "robots": robots},
+        indent=1, sort_keys=True))
+    tracking = tuple((reddit or RedditConfig()).tracking_params)
+    with open(out_dir / "truth.jsonl", "w") as f:
+        for page in pages:
+            url, _ = normalize_url(f"http://{page.host}:{port}{page.path}", tracking)
+            f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
+                                "language": page.language, "dup_group": page.dup_group,
+                                "expected": page.expected}, sort_keys=True) + "\n")
+    data = b"\n".join(dump_lines(rng, pages, port)) + b"\n"
+    (out_dir / "RS_devweb.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    return out_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_truth(out_dir: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(out_dir, "truth.jsonl").read_text().splitlines()]
+
+
+def _make_app(out_dir: Path, site: dict):
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        host = request.transport.get_extra_info("sockname")[0]
+        if request.path == "/robots.txt":
+            return web.Response(text=site["robots"].get(host, ""), content_type="text/plain")
+        route = site["routes"].get(f"{host}{request.path}")
+        if route is None:
+            return web.Response(status=404, text="no such page")
+        body = (out_dir / "pages" / route["file"]).read_bytes()
+        if route["kind"] == "slow":
+            await asyncio.sleep(site["slow_seconds"])
+        if route["status"] in (301, 302):
+            return web.Response(status=route["status"], headers={"Location": route["location"]})
+        if route["kind"] == "reset":
+            response = web.StreamResponse(headers={"Content-Type": route["content_type"],
+                                                   "Content-Length": str(len(body))})
+            await response.prepare(request)
+            await response.write(body[: len(body) // 3])
+            request.transport.abort()
+            return response
+        return web.Response(status=route["status"], body=body, headers={"Content-Type": route["content_type"]})
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    return app
+
+
+@contextlib.contextmanager
+def serving(out_dir: str | Path):
+    """Serve a built dry-run web from a background thread; yields the routes.json dict."""
+    from aiohttp import web
+
+    out_dir = Path(out_dir)
+    site = json.loads((out_dir / "routes.json").read_text())
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(_make_app(out_dir, site), access_log=None)
+
+    async def start():
+        await runner.setup()
+        for host in site["hosts"]:
+            await web.TCPSite(runner, host, site["port"]).start()
+
+    thread = threading.Thread(target=loop.run_forever, name="devweb", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    try:
+        yield site
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+def build_for_run(ctx) -> Path:
+    """Build the dry-run web into `<run>/devweb/` once; a rebuild keeps the port already written."""
+    out_dir = ctx.path("devweb")
+    routes = out_dir / "routes.json"
+    port = json.loads(routes.read_text())["port"] if routes.exists() else (ctx.config.devweb.port or free_port())
+    return build(out_dir, port, ctx.config.devweb, ctx.config.reddit)
+
+
+def serve_forever(ctx) -> None:
+    out_dir = build_for_run(ctx)
+    with serving(out_dir) as site:
+        print(f"dry-run web: {len(site['routes'])} pages on {len(site['hosts'])} hosts "
+              f"(127.0.0.2-{site['hosts'][-1]}) port {site['port']}; dump {out_dir / 'RS_devweb.zst'}; "
+              "Ctrl-C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()

@@ -8,6 +8,7 @@
     webtext train    --run-dir runs/x
     webtext run      --run-dir runs/x --input ... (every stage in order)
     webtext devweb   --run-dir runs/x            (build the dry-run web and serve it until Ctrl-C)
+    webtext export-hf --run-dir runs/x --out DIR (latest checkpoint -> transformers GPT-2 folder)
 
 With no --config, a rerun uses the config frozen in the run directory, so `--set` changes one value of an
 existing run. Without RAY_ADDRESS, a local Ray instance is started; with it, the command joins that cluster.
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devweb", action="store_true", help="build and serve the dry-run web for this run")
     p = sub.add_parser("devweb", help="build the dry-run web and serve it until interrupted")
     _add_common(p)
+    p = sub.add_parser("export-hf", help="write the latest checkpoint as a transformers GPT-2 folder")
+    _add_common(p)
+    p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
     return parser
 
 
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline import devweb
 
             devweb.serve_forever(ctx)
+            return 0
+        if args.command == "export-hf":
+            from training.export import export_hf
+
+            print(json.dumps(export_hf(ctx.run_dir, args.out), indent=2))
             return 0
         if args.command == "run":
             from pipeline import pipeline_run

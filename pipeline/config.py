@@ -90,8 +90,10 @@ class CrawlConfig:
     connect_timeout_s: float = 10.0
     # Wall-clock seconds for a whole request, headers and body; a slow drip cannot outlast it.
     request_deadline_s: float = 30.0
-    # Largest decoded (decompressed) body kept, in bytes; larger responses are cut and counted.
+    # Largest decoded (decompressed) body kept, in bytes; a larger response is abandoned as too_large.
     max_body_bytes: int = 5_000_000
+    # Longest URL fetched, input or redirect target, in characters; longer ones are url_too_long.
+    max_url_length: int = 2048
     # Redirects followed per URL.
     max_redirects: int = 5
     # Retries after a connection error, 408, 429 or 5xx.

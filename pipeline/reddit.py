@@ -131,34 +131,48 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return sorted(files)
 
 
-def _open_stream(path: str):
-    raw = open(path, "rb")
-    if path.endswith(".zst"):
-        return zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw, read_size=BLOCK_BYTES)
-    if path.endswith(".xz"):
-        return lzma.open(raw)
-    if path.endswith(".bz2"):
-        return bz2.open(raw)
-    return raw
+def _zstd_blocks(raw):
+    """Decompressed blocks of a (multi-frame) zstd file; EOFError when the last frame is cut short."""
+    dctx = zstandard.ZstdDecompressor(max_window_size=2**31)
+    frame = dctx.decompressobj()
+    while chunk := raw.read(BLOCK_BYTES):
+        yield frame.decompress(chunk)
+        while frame.eof and frame.unused_data:
+            rest, frame = frame.unused_data, dctx.decompressobj()
+            yield frame.decompress(rest)
+    if not frame.eof:
+        raise EOFError("zstd stream ended before the end of its frame")
+
+
+def _blocks(path: str):
+    """Decompressed blocks of a dump file, whatever its compression."""
+    with open(path, "rb") as raw:
+        if path.endswith(".zst"):
+            yield from _zstd_blocks(raw)
+            return
+        opener = {".xz": lzma.open, ".bz2": bz2.open}.get(Path(path).suffix)
+        stream = opener(raw) if opener else raw
+        while block := stream.read(BLOCK_BYTES):
+            yield block
 
 
 def read_lines(path: str, damage: list[str]):
     """Yield (line number from 1, bytes) of a dump; on a damaged stream, stop and append why to `damage`."""
     line_no, tail = 0, b""
-    with _open_stream(path) as stream:
-        while True:
-            try:
-                block = stream.read(BLOCK_BYTES)
-            except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as err:
-                damage.append(f"{type(err).__name__}: {err}")
-                break
-            if not block:
-                break
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                line_no += 1
-                yield line_no, line
+    blocks = _blocks(path)
+    while True:
+        try:
+            block = next(blocks, b"")
+        except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as err:
+            damage.append(f"{type(err).__name__}: {err}")
+            break
+        if not block:
+            break
+        lines = (tail + block).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            line_no += 1
+            yield line_no, line
     if tail:
         yield line_no + 1, tail
 

@@ -13,6 +13,7 @@ tracking parameters, case or default ports becomes one row:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
@@ -31,8 +32,11 @@ class InvalidURL(ValueError):
 
 def _idna_host(host: str) -> str:
     host = host.strip().rstrip(".").lower()
-    if host.startswith("[") and host.endswith("]"):
-        return host
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise InvalidURL("url_invalid", f"bad IPv6 host {host!r}") from None
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")

@@ -1,0 +1,351 @@
+"""Reddit stage: every rule, every bad input, real Pushshift samples, resume and determinism."""
+
+from __future__ import annotations
+
+import bz2
+import json
+import lzma
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipeline import reddit
+from pipeline.config import Config, RedditConfig, load_config
+from pipeline.runner import StageError, open_run, run_partitions
+from pipeline.urls import InvalidURL, domain_matches, normalize_url
+
+TRACKING = tuple(RedditConfig().tracking_params)
+
+
+def link(i=1, url="https://example.com/a", score=5, **extra) -> dict:
+    record = {"id": f"t{i}", "url": url, "score": score, "is_self": False, "over_18": False,
+              "subreddit": "news", "title": f"title {i}", "created_utc": 1600000000 + i}
+    record.update(extra)
+    return record
+
+
+def write_dump(path: Path, lines: list[bytes | dict]) -> Path:
+    data = b"\n".join(line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines) + b"\n"
+    if path.suffix == ".zst":
+        data = zstandard.ZstdCompressor().compress(data)
+    elif path.suffix == ".xz":
+        data = lzma.compress(data)
+    elif path.suffix == ".bz2":
+        data = bz2.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+# --- URL normalization -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("HTTP://Example.COM/Path", "http://example.com/Path"),
+        ("https://example.com:443/a", "https://example.com/a"),
+        ("http://example.com:80", "http://example.com/"),
+        ("http://example.com:8080/a", "http://example.com:8080/a"),
+        ("https://example.com/a#section", "https://example.com/a"),
+        ("https://user:pw@example.com/a", "https://example.com/a"),
+        ("https://example.com./a", "https://example.com/a"),
+        ("https://bücher.de/x", "https://xn--bcher-kva.de/x"),
+        ("https://example.com/a?utm_source=x&id=3&fbclid=y&gclid=z&b=2", "https://example.com/a?id=3&b=2"),
+        ("https://example.com/a?b=2&amp;utm_medium=m&amp;a=1", "https://example.com/a?b=2&a=1"),
+        ("https://example.com/a?q=%20x&UTM_Campaign=c", "https://example.com/a?q=%20x"),
+        ("https://[2001:DB8::1]:8443/a", "https://[2001:db8::1]:8443/a"),
+    ],
+)
+def test_normalize_url(raw, expected):
+    assert normalize_url(raw, TRACKING)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("ftp://example.com/a", "url_scheme"),
+        ("javascript:alert(1)", "url_scheme"),
+        ("www.example.com/a", "url_invalid"),
+        ("http://", "url_invalid"),
+        ("http://exa mple.com/", "url_invalid"),
+        ("http://example.com:99999/", "url_invalid"),
+        ("http://exa_mple!.com/", "url_invalid"),
+        ("http://example.com/" + "a" * 3000, "url_invalid"),
+    ],
+)
+def test_invalid_urls_have_reasons(raw, reason):
+    with pytest.raises(InvalidURL) as err:
+        normalize_url(raw, TRACKING)
+    assert err.value.reason == reason
+
+
+def test_domain_rules_match_subdomains_only():
+    rules = frozenset(["wikipedia.org", "youtu.be"])
+    assert domain_matches("en.wikipedia.org", rules)
+    assert domain_matches("wikipedia.org", rules)
+    assert domain_matches("youtu.be", rules)
+    assert not domain_matches("notwikipedia.org", rules)
+    assert not domain_matches("wikipedia.org.evil.com", rules)
+
+
+# --- Filter rules ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        ([1, 2], "malformed_json"),
+        (link(is_self=True), "self_post"),
+        (link(url="https://www.reddit.com/r/x/comments/abc/title/"), "self_post"),
+        (link(removed_by_category="moderator"), "deleted_removed"),
+        (link(_meta={"removal_type": "deleted"}), "deleted_removed"),
+        (link(selftext="[removed]"), "deleted_removed"),
+        (link(score=None), "score_missing"),
+        (link(score="lots"), "score_missing"),
+        (link(score=2), "below_min_score"),
+        (link(over_18=True), "nsfw"),
+        (link(url=None), "url_missing"),
+        (link(url=""), "url_missing"),
+        (link(url="mailto:a@b.c"), "url_scheme"),
+        (link(url="http://a b/"), "url_invalid"),
+        (link(url="https://en.m.wikipedia.org/wiki/X"), "blocked_domain"),
+        (link(url="https://i.redd.it/x.png"), "blocked_domain"),
+        (link(url="https://youtu.be/abc"), "blocked_domain"),
+        (link(url="https://example.com/cat.JPG"), "blocked_extension"),
+        (link(url="https://example.com/setup.exe?x=1"), "blocked_extension"),
+    ],
+)
+def test_each_rule_drops_with_its_reason(record, reason):
+    outcome = reddit.SubmissionFilter(RedditConfig()).check(record, Counter())
+    assert isinstance(outcome, tuple) and outcome[0] == reason
+
+
+def test_kept_record_fields_and_schema_drift():
+    rules = reddit.SubmissionFilter(RedditConfig())
+    info = Counter()
+    for created in (1600000000, "1600000000", 1600000000.0):
+        kept = rules.check(link(created_utc=created, score="7", _meta={"note": "x"}), info)
+        assert kept["created_utc"] == 1600000000 and kept["score"] == 7
+    missing = {"id": "m", "url": "https://example.com/m", "score": 3}
+    kept = rules.check(missing, info)
+    assert kept["subreddit"] == "" and kept["created_utc"] is None and info["created_utc_invalid"] == 1
+
+
+def test_nsfw_keep_option_and_min_score():
+    rules = reddit.SubmissionFilter(RedditConfig(nsfw="keep", min_score=10))
+    assert rules.check(link(over_18=True, score=10), Counter())["over_18"] is True
+    assert rules.check(link(score=9), Counter())[0] == "below_min_score"
+
+
+# --- Bad input in files ------------------------------------------------------------------------------
+
+def test_bad_lines_are_counted_and_rejected_with_line_numbers(tmp_path):
+    lines = [
+        link(1),
+        b"",
+        b'{"id": "x", "url": ',
+        b'{"id": "n", "url": "https://example.com/nul", "sc\x00ore": 1}',
+        json.dumps(link(2, url="https://example.com/\x00nul")).encode().replace(b"\\u0000", b"\x00"),
+        b'{"id": "s", "url": "https://example.com/s", "score": 5, "title": "bad \\ud800 surrogate"}',
+        link(3, score=None),
+        b"[1, 2, 3]",
+    ]
+    path = write_dump(tmp_path / "bad.jsonl", lines)
+    kept, rejects, counts, info = reddit.filter_dump(str(path), RedditConfig())
+    assert counts["in"] == 8
+    assert counts["in"] == counts["out"] + sum(v for k, v in counts.items() if k not in ("in", "out"))
+    assert counts["blank_line"] == 1 and counts["malformed_json"] == 2
+    assert counts["score_missing"] == 1 and counts["below_min_score"] == 1
+    assert counts["out"] == 3
+    assert info["nul_bytes_stripped"] == 2 and info["surrogates_replaced"] == 1
+    titles = {k["reddit_id"]: k["title"] for k in kept}
+    assert titles["s"] == "bad \ufffd surrogate"
+    assert {k["url"] for k in kept} == {"https://example.com/a", "https://example.com/nul", "https://example.com/s"}
+    assert sorted((r["line"], r["reason"]) for r in rejects) == [
+        (3, "malformed_json"), (4, "below_min_score"), (7, "score_missing"),
+        (8, "malformed_json")
+    ]
+    assert all(r["file"] == "bad.jsonl" for r in rejects)
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2", ".jsonl", ".ndjson"])
+def test_every_format_reads_the_same(tmp_path, suffix):
+    records = [link(i, url=f"https://site{i % 3}.com/{i}", score=i) for i in range(50)]
+    path = write_dump(tmp_path / f"RS_x{suffix}", records)
+    kept, _, counts, _ = reddit.filter_dump(str(path), RedditConfig())
+    assert counts["in"] == 50 and counts["below_min_score"] == 3
+    assert [k["reddit_id"] for k in kept] == [f"t{i}" for i in range(3, 50)]
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2"])
+def test_truncated_compressed_file_keeps_what_was_readable(tmp_path, suffix, capsys):
+    records = [link(i, url=f"https://example.com/{i}", title=f"{i * 7919 % 100003} " * 40) for i in range(20000)]
+    full = write_dump(tmp_path / f"full{suffix}", records)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    kept, _, counts, info = reddit.filter_dump(str(cut), RedditConfig())
+    assert info["truncated_files"] == 1
+    assert 0 < counts["out"] < 20000
+    assert [k["reddit_id"] for k in kept] == [f"t{i}" for i in range(len(kept))]
+    assert counts["in"] == counts["out"] + counts["malformed_json"]
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_unreadable_file_names_itself(tmp_path):
+    path = tmp_path / "RS_junk.zst"
+    path.write_bytes(b"this is not zstd at all" * 10)
+    with pytest.raises(ValueError, match="RS_junk.zst: nothing readable"):
+        reddit.filter_dump(str(path), RedditConfig())
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "d").mkdir()
+    a = write_dump(tmp_path / "d" / "RS_a.jsonl", [link()])
+    b = write_dump(tmp_path / "RS_b.zst", [link()])
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    assert reddit.expand_inputs([str(tmp_path / "d"), str(tmp_path / "RS_*.zst"), str(a)]) == sorted(
+        [str(a), str(b)]
+    )
+    with pytest.raises(Exception, match="no such file"):
+        reddit.expand_inputs([str(tmp_path / "missing.zst")])
+    with pytest.raises(Exception, match="unsupported file type"):
+        reddit.expand_inputs([str(tmp_path / "d" / "notes.txt")])
+
+
+def test_aggregate_per_url():
+    base = dict(host="example.com", subreddit="a", title="T", over_18=False)
+    rows = [
+        dict(base, url="https://example.com/x", score=5, reddit_id="b", created_utc=20),
+        dict(base, url="https://example.com/x", score=7, reddit_id="a", created_utc=10, subreddit="b", title="U"),
+        dict(base, url="https://example.com/x", score=7, reddit_id="a", created_utc=10, subreddit="b", title="U"),
+        dict(base, url="https://example.com/y", score=3, reddit_id="c", created_utc=None),
+    ]
+    out, counts = reddit.aggregate_urls(rows)
+    assert [r["url"] for r in out] == ["https://example.com/x", "https://example.com/y"]
+    x = out[0]
+    assert (x["score_sum"], x["score_max"], x["num_submissions"]) == (12, 7, 2)
+    assert x["reddit_ids"] == ["a", "b"] and x["subreddits"] == ["a", "b"]
+    assert x["titles"] == ["U", "T"] and x["created_utc"] == 10
+    assert counts == Counter({"in": 4, "out": 2, "duplicate_submission": 1, "duplicate_url": 1})
+
+
+# --- The stage on Ray --------------------------------------------------------------------------------
+
+def expected_from_rules(path: Path, config: RedditConfig) -> tuple[set[str], int]:
+    """URLs the rules keep, derived independently with plain json and urllib, and the line count."""
+    from urllib.parse import urlsplit
+
+    blocked = config.blocked_domains
+    urls, lines = set(), 0
+    for line in path.read_text().splitlines():
+        lines += 1
+        r = json.loads(line)
+        host = (urlsplit(r["url"]).hostname or "").lower()
+        ext = urlsplit(r["url"]).path.rsplit("/", 1)[-1].rpartition(".")[2].lower()
+        if (r["is_self"] or r.get("selftext") in ("[deleted]", "[removed]") or r["score"] < 3 or r["over_18"]
+                or any(host == d or host.endswith("." + d) for d in blocked)
+                or ("." in urlsplit(r["url"]).path.rsplit("/", 1)[-1] and ext in config.blocked_extensions)):
+            continue
+        urls.add(r["url"])
+    return urls, lines
+
+
+def test_real_samples_through_the_stage(tmp_path, ray_session, samples_dir):
+    ctx = open_run(tmp_path / "run", Config())
+    stats = reddit.run(ctx, [str(samples_dir / "RS_v2_2005-06.xz"), str(samples_dir / "RS_v2_2005-07.xz")])
+    kept = set()
+    lines = 0
+    for name in ("RS_v2_2005-06.jsonl", "RS_v2_2005-07.jsonl"):
+        urls, n = expected_from_rules(samples_dir / name, ctx.config.reddit)
+        kept |= {normalize_url(u, TRACKING)[0] for u in urls}
+        lines += n
+    tables = [pq.read_table(p) for p in sorted((ctx.run_dir / "urls").glob("part-*.parquet"))]
+    got = [u for t in tables for u in t.column("url").to_pylist()]
+    assert len(got) == len(set(got)) and set(got) == kept
+    assert stats["records_in"] == lines
+    assert stats["records_in"] == stats["records_out"] + sum(stats["dropped"].values())
+    hosts_per_part = [set(t.column("host").to_pylist()) for t in tables]
+    assert all(not (a & b) for i, a in enumerate(hosts_per_part) for b in hosts_per_part[i + 1:])
+    assert all(t.column("url").to_pylist() == sorted(t.column("url").to_pylist()) for t in tables)
+    assert json.loads((ctx.run_dir / "urls" / "stats.json").read_text())["records_out"] == len(kept)
+
+
+def test_schema_drift_sample_merges_duplicates(tmp_path, ray_session, samples_dir):
+    ctx = open_run(tmp_path / "run", load_config(None, ["reddit.num_partitions=4"]))
+    stats = reddit.run(ctx, [str(samples_dir / "pushshift_importer_test_submissions.jsonl"),
+                             str(samples_dir / "RS_v2_2005-06.xz")])
+    assert stats["dropped"]["duplicate_submission"] > 0
+    assert stats["dropped"]["self_post"] >= 12
+    assert stats["records_in"] == 31 + 103
+    assert stats["records_in"] == stats["records_out"] + sum(stats["dropped"].values())
+
+
+def _urls_bytes(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "urls").glob("part-*.parquet"))}
+
+
+def test_resume_and_determinism(tmp_path, ray_session):
+    dumps = [write_dump(tmp_path / f"RS_{m}.jsonl", [link(m * 100 + i, url=f"https://h{i % 7}.org/{m}/{i}")
+                                                     for i in range(40)]) for m in range(3)]
+    config = load_config(None, ["reddit.num_partitions=4"])
+    ctx = open_run(tmp_path / "a", config)
+    reddit.run(ctx, [str(d) for d in dumps])
+    commits = sorted((ctx.run_dir / "urls" / "_map" / "_commits").glob("*.json"))
+    before = {p.name: p.stat().st_mtime_ns for p in commits}
+
+    # Interrupt: partition 1's commit and output vanish as if its task died before committing.
+    (ctx.run_dir / "urls" / "_map" / "_commits" / "part-00001.json").unlink()
+    reddit.run(ctx, [str(d) for d in dumps])
+    after = {p.name: p.stat().st_mtime_ns for p in commits}
+    assert after["part-00000.json"] == before["part-00000.json"]
+    assert after["part-00002.json"] == before["part-00002.json"]
+    assert (ctx.run_dir / "urls" / "_map" / "_commits" / "part-00001.json").exists()
+
+    # A changed config redoes every partition.
+    ctx2 = open_run(ctx.run_dir, load_config(None, ["reddit.num_partitions=4", "reddit.min_score=4"]))
+    reddit.run(ctx2, [str(d) for d in dumps])
+    assert all(p.stat().st_mtime_ns != before[p.name] for p in commits)
+
+    # Two runs from scratch give byte-identical Parquet.
+    run_a, run_b = open_run(tmp_path / "x", config), open_run(tmp_path / "y", config)
+    reddit.run(run_a, [str(d) for d in dumps])
+    reddit.run(run_b, [str(d) for d in dumps])
+    assert _urls_bytes(run_a.run_dir) == _urls_bytes(run_b.run_dir) != {}
+
+
+def _fail_on_odd(spec, ctx):
+    from pipeline.runner import PartitionResult
+
+    if spec % 2:
+        raise OSError(f"disk on fire for {spec}")
+    return PartitionResult(counts={"in": 1, "out": 1})
+
+
+def test_failed_partition_names_itself_and_keeps_the_rest(tmp_path, ray_session):
+    ctx = open_run(tmp_path / "run", Config())
+    with pytest.raises(StageError) as err:
+        run_partitions(ctx, "demo", [0, 1, 2, 3], _fail_on_odd, ("reddit",))
+    assert "2 of 4 partitions failed" in str(err.value) and "disk on fire for 3" in str(err.value)
+    assert sorted(p.name for p in (ctx.run_dir / "demo" / "_commits").iterdir()) == [
+        "part-00000.json", "part-00002.json"
+    ]
+
+
+def test_cli_on_real_sample_accounts_for_every_line(tmp_path, samples_dir):
+    run_dir = tmp_path / "cli"
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "reddit", "--run-dir", str(run_dir), "--input",
+         str(samples_dir / "RS_v2_2005-07.xz"), "--set", "ray.num_cpus=1"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats = json.loads(out.stdout)
+    assert stats["records_in"] == 1079
+    assert stats["records_in"] == stats["records_out"] + sum(stats["dropped"].values())
+    assert (run_dir / "config.toml").exists()
+    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "reddit", "--run-dir", str(run_dir), "--input",
+                          "x.zst", "--set", "reddit.min_scor=1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "reddit.min_scor: unknown key" in bad.stderr

@@ -1,0 +1,483 @@
+"""The train stage: GPT-2 pretraining on the run's token shards with Ray Train (DDP, one worker per GPU).
+
+    webtext train --run-dir runs/x                                  # local Ray, or $RAY_ADDRESS's cluster
+    webtext train --run-dir runs/x --set train.model=gpt2-tiny --set train.use_gpu=false
+    ray job submit --working-dir . -- python -m jobs.train --run-dir /shared/runs/x
+
+Reads `R/tokens/manifest.json` (training/data.py) and writes, under `R/train/`:
+
+    checkpoints/step-NNNNNN/checkpoint.pt   torch.save of {"model", "optimizer", "step", "position",
+                                            "model_config", "train_config", "world_size"}; written through
+                                            ray.train.report every train.checkpoint_every steps and at the end
+    checkpoints/...                         Ray Train's own run state (RunConfig(storage_path=R/train,
+                                            name="checkpoints")): a rerun finds it and resumes from the latest
+    metrics.jsonl     one row per optimizer step: step, tokens, loss, lr, grad_norm, step_s, tokens_per_s,
+                      mfu, and val_loss on evaluation steps; rows past the step a run resumed from are dropped
+    attempts.jsonl    one row per (re)start of the worker group: start_step, world_size, device
+    samples.json      train.num_samples continuations sampled from <|endoftext|> by the final model
+    loss.png          train and val loss against step
+    stats.json        final step, tokens, losses, checkpoint, attempts, seconds
+
+The loop (`train_loop`, the function every Ray Train worker runs):
+- AdamW (betas 0.9/0.95, eps 1e-8 as GPT-3), weight decay on matrices only (GPT.optimizer_groups); linear
+  warmup then cosine decay to learning_rate x min_lr_ratio; global gradient-norm clipping;
+- gradient accumulation: each step takes tokens_per_step / (micro_batch_size x seq_len x workers)
+  micro-steps; DDP's all-reduce runs only on the last one (no_sync before);
+- on CUDA: bf16 autocast, TF32 matmuls, fused AdamW, torch.compile (train.compile); on CPU plain fp32, gloo;
+- loss is all-reduced across workers for the metrics; val loss over train.eval_batches batches per worker;
+- MFU = PaLM's 6N + 12LHQT FLOPs per token x tokens/s / (peak FLOP/s x workers), see GPT.flops_per_token.
+
+Fault tolerance: `FailureConfig(max_failures)`: when a worker dies, Ray Train tears the group down, starts
+a new one, and every worker resumes from `ray.train.get_checkpoint()` (weights, optimizer moments, step and
+data position), so a crash costs at most checkpoint_every steps. Data order depends only on the position
+(training/data.py) and there is no dropout, so a resumed run repeats the uninterrupted run's loss
+trajectory (tests/test_train.py checks it). `train.crash_at_step` injects such a crash for tests and drills.
+
+`train_local` runs the same loop in this process without Ray (one worker, same checkpoint layout); the tests
+and benchmarks/train.py use it as the plain-PyTorch baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipeline import storage
+from pipeline.config import ConfigError, TrainConfig
+from pipeline.runner import RunContext, StageError, ensure_ray, write_stats
+from pipeline.shards import ShardError
+from training.data import TokenWindows, open_train, open_val, val_batches
+from training.model import GPT, model_config
+
+CHECKPOINT_FILE = "checkpoint.pt"
+ADAM_BETAS = (0.9, 0.95)
+# bf16 dense tensor-core peak per GPU (no sparsity), from the vendors' data sheets; matched by device name.
+GPU_PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
+
+
+# ---------------------------------------------------------------- configuration checks (driver and workers)
+
+
+def grad_accum_steps(cfg: TrainConfig, world_size: int) -> int:
+    """Micro-steps per optimizer step; tokens_per_step must split evenly over workers and micro-batches."""
+    per_micro = cfg.micro_batch_size * cfg.seq_len * world_size
+    if cfg.tokens_per_step % per_micro:
+        raise ConfigError(
+            f"train.tokens_per_step={cfg.tokens_per_step} is not a multiple of micro_batch_size x seq_len x "
+            f"workers = {cfg.micro_batch_size} x {cfg.seq_len} x {world_size} = {per_micro}; set it to a multiple"
+        )
+    return cfg.tokens_per_step // per_micro
+
+
+def check_config(cfg: TrainConfig, world_size: int) -> None:
+    try:
+        block_size = model_config(cfg.model).block_size
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not 0 < cfg.seq_len <= block_size:
+        raise ConfigError(f"train.seq_len={cfg.seq_len} must be in 1..{block_size} (the context of {cfg.model})")
+    if cfg.max_steps < 1 or cfg.checkpoint_every < 1 or cfg.eval_every < 1 or cfg.keep_checkpoints < 1:
+        raise ConfigError("train.max_steps, checkpoint_every, eval_every and keep_checkpoints must be >= 1")
+    grad_accum_steps(cfg, world_size)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """LR for optimizer step `step` (0-based): linear warmup, then cosine to learning_rate x min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    min_lr = cfg.learning_rate * cfg.min_lr_ratio
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.learning_rate - min_lr)
+
+
+def peak_flops(device: torch.device, configured: float) -> float:
+    """Peak FLOP/s of one device: the configured value, a known GPU's bf16 peak, else a measured fp32 matmul."""
+    if configured:
+        return configured
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return value
+    n = 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    reps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 0.3:
+        a @ b
+        reps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest `step-NNNNNN/checkpoint.pt` under a checkpoints folder, or None."""
+    found = sorted(checkpoints.glob(f"step-*/{CHECKPOINT_FILE}")) if checkpoints.is_dir() else []
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise StageError(
+            f"{path}: cannot read checkpoint ({type(err).__name__}: {err}); it may be cut short by a crash "
+            f"during upload: delete its folder to fall back to the one before"
+        ) from None
+
+
+# ---------------------------------------------------------------- where the loop runs: Ray Train or this process
+
+
+class RayTrainSession:
+    """The loop's view of a Ray Train worker: rank, device, latest checkpoint, and report()."""
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def load(self) -> dict | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        """Every rank calls this every step (it is a barrier); rank 0 passes the checkpoint state when due."""
+        import ray.train
+
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(folder),
+                checkpoint_dir_name=checkpoint_dir_name(state["step"]),
+            )
+
+
+class LocalSession:
+    """The same contract in this process: one worker, checkpoints written straight into `checkpoints`."""
+
+    def __init__(self, checkpoints: Path, keep: int):
+        self.rank, self.world_size = 0, 1
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.checkpoints, self.keep = checkpoints, keep
+
+    def load(self) -> dict | None:
+        path = latest_checkpoint(self.checkpoints)
+        return load_checkpoint(path) if path else None
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        if state is None:
+            return
+        with storage.atomic_path(self.checkpoints / checkpoint_dir_name(state["step"]) / CHECKPOINT_FILE) as tmp:
+            torch.save(state, tmp)
+        for old in sorted(self.checkpoints.glob("step-*"))[: -self.keep]:
+            shutil.rmtree(old)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _all_reduce_mean(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / world_size
+    return value
+
+
+@torch.no_grad()
+def evaluate(model, val: TokenWindows, session, cfg: TrainConfig, autocast) -> float | None:
+    """Mean val loss per token over this evaluation's windows on all workers; None if val has no window."""
+    if val.num_windows == 0:
+        return None
+    model.eval()
+    totals = torch.zeros(2, device=session.device)  # summed loss x tokens, tokens
+    for batch in val_batches(val, session.rank, session.world_size, cfg.micro_batch_size, cfg.eval_batches):
+        batch = batch.to(session.device)
+        with autocast():
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+        totals[0] += loss.float() * batch[:, 1:].numel()
+        totals[1] += batch[:, 1:].numel()
+    if session.world_size > 1:
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    model.train()
+    return (totals[0] / totals[1]).item()
+
+
+def _truncate_rows(path: Path, last_step: int) -> None:
+    """Keep the rows of a jsonl log up to `last_step` (a resumed run rewrites what came after)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line + "\n")
+    storage.write_bytes(path, "".join(keep).encode())
+
+
+def _append_row(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def train_loop(loop_config: dict, session=None) -> None:
+    """One worker's training: {"run_dir", "train"} in, checkpoints and metrics out (see the module docstring)."""
+    session = session or RayTrainSession()
+    cfg = TrainConfig(**loop_config["train"])
+    out = Path(loop_config["run_dir"]) / "train"
+    manifest = Path(loop_config["run_dir"]) / "tokens" / "manifest.json"
+    device, rank, world_size = session.device, session.rank, session.world_size
+    accum = grad_accum_steps(cfg, world_size)
+    B = cfg.micro_batch_size
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every worker (DDP also broadcasts rank 0's)
+    model = GPT(model_config(cfg.model)).to(device)
+    optimizer = torch.optim.AdamW(
+        model.optimizer_groups(cfg.weight_decay), lr=cfg.learning_rate, betas=ADAM_BETAS, eps=1e-8, fused=on_cuda
+    )
+    start_step, position = 0, 0
+    state = session.load()
+    if state is not None:
+        if state["model_config"] != model.config.to_dict():
+            raise StageError(
+                f"the latest checkpoint in {out / 'checkpoints'} is for model {state['model_config']}, but "
+                f"train.model={cfg.model!r}; use a new run directory, or delete {out} to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, position = state["step"], state["position"]
+        del state
+
+    train_model = torch.compile(model) if cfg.compile and on_cuda else model
+    if world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if on_cuda else None
+        )
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+    train = open_train(manifest, cfg.seq_len, cfg.seed)
+    val = open_val(manifest, cfg.seq_len)
+    flops_per_token = model.flops_per_token(cfg.seq_len)
+    peak = peak_flops(device, cfg.peak_flops)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_rows(out / "metrics.jsonl", start_step)
+        _append_row(out / "attempts.jsonl", {"start_step": start_step, "world_size": world_size, "device": str(device)})
+        print(f"[train] {cfg.model}: {model.num_params():,} parameters, {world_size} worker(s) on {device.type}, "
+              f"{accum} micro-steps of {B}x{cfg.seq_len} per step, from step {start_step}", file=sys.stderr)
+
+    for step in range(start_step, cfg.max_steps):
+        if cfg.crash_at_step and step == cfg.crash_at_step and start_step == 0 and rank == world_size - 1:
+            print(f"[train] fault injection: rank {rank} exits at step {step} (train.crash_at_step)", file=sys.stderr)
+            os._exit(1)
+        lr = learning_rate(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            batch = train.batch(position + rank * B, B)
+            position += world_size * B
+            batch = batch.pin_memory().to(device, non_blocking=True) if on_cuda else batch
+            last = micro == accum - 1
+            sync = contextlib.nullcontext() if last or world_size == 1 else train_model.no_sync()
+            with sync:
+                with autocast():
+                    _, loss = train_model(batch[:, :-1], batch[:, 1:])
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = _all_reduce_mean(loss_sum / accum, world_size).item()  # .item() waits for the GPU
+        seconds = time.perf_counter() - started
+        done = step + 1
+        tokens_per_s = cfg.tokens_per_step / seconds
+        metrics = {
+            "step": done,
+            "tokens": done * cfg.tokens_per_step,
+            "loss": loss_value,
+            "lr": lr,
+            "grad_norm": grad_norm.item(),
+            "step_s": seconds,
+            "tokens_per_s": tokens_per_s,
+            "mfu": flops_per_token * tokens_per_s / (peak * world_size),
+        }
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            val_loss = evaluate(train_model, val, session, cfg, autocast)
+            if val_loss is not None:
+                metrics["val_loss"] = val_loss
+        checkpoint = None
+        if rank == 0:
+            _append_row(out / "metrics.jsonl", metrics)
+            print(f"[train] step {done}/{cfg.max_steps} loss {loss_value:.4f}"
+                  + (f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
+                  + f" lr {lr:.2e} {tokens_per_s:,.0f} tok/s mfu {metrics['mfu']:.1%}", file=sys.stderr)
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                checkpoint = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "position": position,
+                    "model_config": model.config.to_dict(),
+                    "train_config": dataclasses.asdict(cfg),
+                    "world_size": world_size,
+                }
+        session.report(metrics, checkpoint)
+
+    if rank == 0 and cfg.num_samples:
+        write_samples(model, out / "samples.json", cfg, device)
+
+
+def write_samples(model: GPT, path: Path, cfg: TrainConfig, device: torch.device) -> None:
+    """Sample continuations of <|endoftext|> (top-k 50, temperature 1), one seeded generator each."""
+    from pipeline.tokenizer import EOT_TOKEN, get_encoding
+
+    encoding = get_encoding()
+    model.eval()
+    samples = []
+    for i in range(cfg.num_samples):
+        generator = torch.Generator(device=device).manual_seed(cfg.seed + i)
+        start = torch.full((1, 1), EOT_TOKEN, dtype=torch.long, device=device)
+        tokens = model.generate(start, cfg.sample_length, generator=generator)[0, 1:].tolist()
+        samples.append({"seed": cfg.seed + i, "tokens": tokens, "text": encoding.decode(tokens)})
+    storage.write_json(path, samples)
+    for sample in samples:
+        print(f"[train] sample (seed {sample['seed']}): {sample['text']!r}", file=sys.stderr)
+
+
+def train_local(run_dir: Path, cfg: TrainConfig) -> list[dict]:
+    """Run the loop in this process (no Ray); return the run's metrics rows."""
+    check_config(cfg, 1)
+    session = LocalSession(Path(run_dir) / "train" / "checkpoints", cfg.keep_checkpoints)
+    train_loop({"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, session)
+    return read_rows(Path(run_dir) / "train" / "metrics.jsonl")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def plot_loss(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss", linewidth=1)
+    val = [r for r in rows if "val_loss" in r]
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with storage.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None):
+    """The TorchTrainer for this run: storage in R/train, so a rerun resumes from Ray Train's latest checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources_per_worker
+        ),
+        run_config=RunConfig(
+            storage_path=str(Path(run_dir) / "train"),
+            name="checkpoints",
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        ),
+    )
+
+
+def run(ctx: RunContext) -> dict:
+    import ray
+    from ray.train import TrainingFailedError
+
+    cfg = ctx.config.train
+    manifest = ctx.path("tokens", "manifest.json")
+    check_config(cfg, cfg.num_workers)
+    try:
+        open_train(manifest, cfg.seq_len, cfg.seed)  # validates every shard before any worker starts
+    except ShardError as err:
+        raise StageError(f"train: {err}") from None
+    ensure_ray(ctx.config)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    joined = ctx.config.ray.address or os.environ.get("RAY_ADDRESS")
+    if cfg.use_gpu and gpus < cfg.num_workers and not joined:
+        raise StageError(
+            f"train: train.use_gpu is true with {cfg.num_workers} worker(s) but this machine has {gpus:g} GPU(s); "
+            f"set --set train.use_gpu=false to train on CPU, or lower train.num_workers"
+        )
+    started = time.monotonic()
+    try:
+        result = make_trainer(ctx.run_dir, cfg).fit()
+    except TrainingFailedError as err:
+        raise StageError(
+            f"train: failed after up to {cfg.max_failures} restarts: {err}\nthe checkpoints in "
+            f"{ctx.path('train', 'checkpoints')} are kept; rerunning `webtext train` resumes from the latest"
+        ) from None
+    rows = read_rows(ctx.path("train", "metrics.jsonl"))
+    plot_loss(rows, ctx.path("train", "loss.png"), f"{cfg.model} on {ctx.run_dir.name}")
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    final = rows[-1] if rows else {}
+    stats = {
+        "model": cfg.model,
+        "workers": cfg.num_workers,
+        "steps": final.get("step", 0),
+        "tokens": final.get("tokens", 0),
+        "final_loss": final.get("loss"),
+        "final_val_loss": val[-1] if val else None,
+        "checkpoint": ctx.rel(Path(result.checkpoint.path)) if result.checkpoint else None,
+        "attempts": len(read_rows(ctx.path("train", "attempts.jsonl"))),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return write_stats(ctx, "train", stats)

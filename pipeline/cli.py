@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(export_hf(ctx.run_dir, args.out), indent=2))
             return 0
         if args.command == "run":
-            from pipeline import pipeline_run
+            from pipeline.run_all import run_all
 
-            pipeline_run.run_all(ctx, inputs=args.input, with_devweb=args.devweb)
+            run_all(ctx, inputs=args.input, with_devweb=args.devweb)
             return 0
         module = stage_module(args.command)
         stats = module.run(ctx, inputs=args.input) if args.command == "reddit" else module.run(ctx)

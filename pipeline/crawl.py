@@ -8,7 +8,7 @@ running one asyncio crawler:
 
 - `crawl/warc/part-NNNNN.warc.gz`: a warcinfo record, then per fetched HTML page a response and a request
   record, gzip per record. The response's WARC-Target-URI is the final URL (after redirects),
-  `WARC-Webtext-Source-URI` the input URL, WARC-IP-Address the address actually connected to. The payload is
+  `WARC-Webtext-Source-URI` the input URL. The payload is
   the decoded body: as Common Crawl does, the transfer headers that no longer describe it are renamed
   (`Content-Encoding` -> `X-Crawler-Content-Encoding`, same for Transfer-Encoding and Content-Length) and
   Content-Length is the decoded length, so any WARC reader gets the page bytes back unchanged. Only pages
@@ -230,8 +230,9 @@ def detect_charset(declared: str | None, body: bytes) -> str:
         # A <meta> that could be read as ASCII cannot be UTF-16 (WHATWG); such pages are really UTF-8.
         return "utf-8" if name.startswith("utf-16") else name
     best = charset_normalizer.from_bytes(body[:DETECT_BYTES]).best()
-    name = codec_name(best.encoding) if best is not None else None
-    return "utf-8" if name in (None, "ascii") else name
+    if best is None or best.encoding == "ascii":  # pure ASCII reads the same as UTF-8
+        return "utf-8"
+    return codec_name(best.encoding) or "utf-8"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -327,23 +328,24 @@ class HostGate:
 
     def __init__(self, concurrency: int, delay_s: float, jitter: float):
         self.slots = asyncio.Semaphore(concurrency)
-        self.delay_s, self.jitter = delay_s, jitter
-        self.next_start = 0.0  # event-loop time before which no request may start
+        self.delay_s, self.jitter = delay_s, jitter  # delay_s grows when robots.txt asks for a Crawl-delay
+        self.last_start = float("-inf")  # event-loop time of the latest (possibly still future) start
+        self.paused_until = float("-inf")
 
     @contextlib.asynccontextmanager
     async def slot(self):
         async with self.slots:
             now = asyncio.get_running_loop().time()
-            start = max(now, self.next_start)
-            # Reserved before sleeping, so requests waiting on the same host queue up behind each other.
-            self.next_start = start + self.delay_s * (1 + self.jitter * random.random())
+            spaced = self.last_start + self.delay_s * (1 + self.jitter * random.random())
+            start = max(now, spaced, self.paused_until)
+            self.last_start = start  # reserved before sleeping: the next waiter queues up behind this start
             if start > now:
                 await asyncio.sleep(start - now)
             yield
 
     def pause(self, seconds: float) -> None:
         """No request to this host starts in the next `seconds` (backoff, Retry-After)."""
-        self.next_start = max(self.next_start, asyncio.get_running_loop().time() + seconds)
+        self.paused_until = max(self.paused_until, asyncio.get_running_loop().time() + seconds)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -381,8 +383,6 @@ class WarcFile:
         http_headers = StatusAndHeaders(f"{response.status} {response.status_text}", headers,
                                         protocol=response.protocol)
         warc_headers = {"WARC-Webtext-Source-URI": source_url}
-        if response.peer_ip:
-            warc_headers["WARC-IP-Address"] = response.peer_ip
         record = self.builder.create_warc_record(
             response.url, "response", payload=io.BytesIO(response.body), length=len(response.body),
             http_headers=http_headers, warc_headers_dict=warc_headers)
@@ -410,7 +410,6 @@ class Response:
     raw_headers: tuple
     request_target: str
     request_headers: dict[str, str]
-    peer_ip: str | None
     body: bytes = b""
     rejected: str | None = None  # a reason decided from the headers alone (type, Content-Length)
 
@@ -493,13 +492,12 @@ class Crawler:
             async with asyncio.timeout(deadline):
                 async with self.session.get(yarl.URL(url), allow_redirects=False) as resp:
                     got_headers = True
-                    peer = resp.connection.transport.get_extra_info("peername") if resp.connection else None
                     response = Response(
                         url=url, status=resp.status, status_text=resp.reason or "",
                         protocol=f"HTTP/{resp.version.major}.{resp.version.minor}",
                         headers=CIMultiDict(resp.headers), raw_headers=resp.raw_headers,
                         request_target=resp.request_info.url.raw_path_qs,
-                        request_headers=dict(resp.request_info.headers), peer_ip=peer[0] if peer else None)
+                        request_headers=dict(resp.request_info.headers))
                     if resp.status != 200:
                         return response
                     declared, _ = parse_content_type(resp.headers.get("Content-Type"))

@@ -41,20 +41,15 @@ class BlockedAddressError(OSError):
         super().__init__("refused to connect: address is private, loopback, link-local or reserved")
 
 
-def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4), if any."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.sixtofour
-
-
 def is_public_address(ip: IPAddress) -> bool:
     """True when `ip` is a globally routable unicast address (and so is any IPv4 address it embeds)."""
     if ip.version == 6:
-        inner = embedded_ipv4(ip)
-        if inner is not None and not is_public_address(inner):
+        # IPv4-mapped and NAT64 addresses reach exactly the IPv4 address inside them.
+        if ip.ipv4_mapped is not None:
+            return is_public_address(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return is_public_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None and not is_public_address(ip.sixtofour):
             return False
     # is_global alone lets multicast through (224.0.0.0/4 is "global"); the rest are spelled out so that
     # the rule reads the same on every Python version, whose is_global tables have been corrected over time.

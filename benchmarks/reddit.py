@@ -1,0 +1,245 @@
+"""Benchmark: the Reddit stage's per-file reader+filter against a naive OpenWebText-style reader.
+
+    .venv/bin/python -m benchmarks.reddit [--lines 1000000] [--seed 0] [--workdir /tmp/webtext-bench-reddit]
+
+Input: a generated Pushshift-style submission dump (`RS_synthetic_seed{S}_{N}.zst`, cached in --workdir by
+seed and size, so only the first run pays the generation). Records look like 2019-era RS lines: 56 keys in
+alphabetical order (a `preview` tree on link posts, a `gildings` object, flair and award fields), ~1.3 KB a
+line. The mix: 50% self posts (some [removed]/[deleted]); link posts mostly scored 0-2, a quarter on media
+hosts (i.redd.it, v.redd.it, imgur, youtube), some NSFW or removed, some image/PDF links, a quarter with
+tracking parameters. Compressed with zstd level 3 (real dumps use --long=31, whose 2 GiB window adds up to
+2 GiB of RSS to any reader; a level-3 window keeps that out of the comparison).
+
+Readers, each in a fresh subprocess, one after another, over the same file:
+
+- ours: `pipeline.reddit.filter_dump(path, RedditConfig())` — the stage's map side without Parquet writes:
+  block decompression, `orjson`, every rule of pipeline/reddit.py, URL normalization, rejects kept.
+- naive: the OpenWebText scrapers' loop — `zstandard` stream_reader in `io.TextIOWrapper`, `json.loads`
+  per line, keep `not is_self and score >= 3 and url.startswith("http") and domain not in BLOCKED`,
+  collecting (url, id, subreddit, title, score, created_utc) per kept line.
+
+lines/s per core = lines / CPU seconds (user + sys) of the child: both readers are single-threaded, and CPU
+time is less disturbed than wall time by other jobs on a shared machine. Peak RSS is the child's
+`ru_maxrss`; "RSS at start" is the same after imports, before reading. Both are measured at N/2 and N lines
+so that growth with input shows. Target (issue 2): ours >= 2x naive per core, memory flat as input grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import orjson
+import zstandard
+
+NAIVE_BLOCKED = frozenset({"i.redd.it", "v.redd.it", "imgur.com", "i.imgur.com", "youtube.com", "youtu.be"})
+SUBREDDITS = [f"{a}{b}" for a in ("world", "tech", "science", "local", "gaming", "art", "pol", "econ")
+              for b in ("news", "talk", "", "hub", "pics", "daily", "circlejerk", "ama")]
+NEWS_DOMAINS = [f"{a}{b}.{tld}" for a in ("daily", "metro", "global", "the", "open", "tech", "city", "free")
+                for b in ("times", "post", "wire", "review", "herald", "blog", "journal", "report")
+                for tld in ("com", "co.uk", "org", "net")]
+TRACKING = ["utm_source=reddit&utm_medium=social&utm_campaign=share", "fbclid=IwAR2x{n}", "gclid=Cj0K{n}",
+            "ref_src=twsrc%5Etfw", "utm_source=share&utm_medium=ios_app"]
+CHARS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def base36(n: int) -> str:
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = CHARS36[r] + out
+    return out or "0"
+
+
+def vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
+    syllables = ["ka", "lo", "mi", "ter", "an", "sto", "ri", "ven", "pol", "e", "qua", "dr", "in", "ble", "shu"]
+    return ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(size)]
+
+
+def link_target(rng: random.Random, words: list[str], n: int) -> tuple[str, str]:
+    """(domain, url) of a link post: news/blog pages mostly, media hosts for about a quarter."""
+    r = rng.random()
+    if r < 0.10:
+        return "i.redd.it", f"https://i.redd.it/{base36(rng.getrandbits(64))}.jpg"
+    if r < 0.14:
+        return "v.redd.it", f"https://v.redd.it/{base36(rng.getrandbits(64))}"
+    if r < 0.19:
+        return "i.imgur.com", f"https://i.imgur.com/{base36(rng.getrandbits(40))}.png"
+    if r < 0.25:
+        return "youtube.com", f"https://www.youtube.com/watch?v={base36(rng.getrandbits(56))}&t=42s"
+    domain = rng.choice(NEWS_DOMAINS)
+    slug = "-".join(rng.choices(words, k=rng.randint(3, 9)))
+    path = f"/{2019 + n % 3}/{1 + n % 12:02d}/{slug}"
+    ext = rng.random()
+    path += ".pdf" if ext < 0.02 else ".png" if ext < 0.04 else ".html" if ext < 0.3 else "/"
+    query = []
+    if rng.random() < 0.1:
+        query.append(f"id={rng.randint(1, 99999)}")
+    if rng.random() < 0.25:
+        query.append(rng.choice(TRACKING).format(n=n))
+    host = f"www.{domain}" if rng.random() < 0.6 else domain
+    return domain, f"http{'s' if rng.random() < 0.8 else ''}://{host}{path}{'?' + '&'.join(query) if query else ''}"
+
+
+def preview(rng: random.Random, url: str) -> dict:
+    key = base36(rng.getrandbits(64))
+    resolutions = [{"height": w * 3 // 4, "url": f"https://preview.redd.it/{key}.jpg?width={w}&amp;s={key}",
+                    "width": w} for w in (108, 216, 320, 640)]
+    return {"enabled": False, "images": [{"id": key, "resolutions": resolutions, "source": {
+        "height": 768, "url": url, "width": 1024}, "variants": {}}]}
+
+
+def submission(rng: random.Random, words: list[str], n: int) -> dict:
+    """One RS-style record; n is the line index (ids and times increase with it, as in real dumps)."""
+    sub = rng.choice(SUBREDDITS)
+    rid = base36(1_000_000_000 + n)
+    title = " ".join(rng.choices(words, k=rng.randint(4, 16))).capitalize()
+    slug = "_".join(title.lower().split()[:8])
+    is_self = rng.random() < 0.5
+    removed = rng.choice(["moderator", "deleted", "reddit", "automod_filtered"]) if rng.random() < 0.05 else None
+    if is_self:
+        domain, url = f"self.{sub}", f"https://www.reddit.com/r/{sub}/comments/{rid}/{slug}/"
+        body = rng.random()
+        selftext = "[removed]" if body < 0.08 else "[deleted]" if body < 0.12 else "" if body < 0.3 else \
+            " ".join(rng.choices(words, k=int(rng.expovariate(1 / 80)) + 1))
+        score = rng.choice([0, 1, 1, 1, 1, 2, 3, 5, 12])
+    else:
+        domain, url = link_target(rng, words, n)
+        selftext = ""
+        score = rng.choice([0, 1, 1, 1, 1, 1, 2, 2]) if rng.random() < 0.75 else 2 + int(rng.paretovariate(0.9))
+    author = rng.choice(words) + str(rng.randint(1, 9999)) if not removed else "[deleted]"
+    return {
+        "all_awardings": [], "allow_live_comments": False, "archived": False, "author": author,
+        "author_flair_css_class": None, "author_flair_richtext": [], "author_flair_text": None,
+        "author_fullname": f"t2_{base36(rng.getrandbits(32))}", "author_premium": rng.random() < 0.05,
+        "awarders": [], "can_gild": True, "contest_mode": False, "created_utc": 1561939200 + n * 3 + rng.randint(0, 2),
+        "domain": domain, "edited": False, "gilded": 0, "gildings": {}, "hidden": False, "id": rid,
+        "is_crosspostable": True, "is_meta": False, "is_original_content": False,
+        "is_reddit_media_domain": domain in ("i.redd.it", "v.redd.it"), "is_robot_indexable": removed is None,
+        "is_self": is_self, "is_video": domain == "v.redd.it", "link_flair_background_color": "",
+        "link_flair_richtext": [], "link_flair_text": None, "link_flair_text_color": "dark",
+        "link_flair_type": "text", "locked": False, "media": None, "media_embed": {}, "media_only": False,
+        "no_follow": score < 3, "num_comments": int(rng.expovariate(1 / 6)), "num_crossposts": 0,
+        "over_18": rng.random() < 0.04, "parent_whitelist_status": "all_ads",
+        "permalink": f"/r/{sub}/comments/{rid}/{slug}/",
+        **({} if is_self else {"post_hint": "link", "preview": preview(rng, url)}),
+        "pwls": 6, "removed_by_category": removed, "retrieved_on": 1561939200 + n * 3 + 86400,
+        "score": score, "secure_media": None, "secure_media_embed": {}, "selftext": selftext,
+        "send_replies": True, "spoiler": False, "stickied": False, "subreddit": sub,
+        "subreddit_id": f"t5_{base36(zlib.crc32(sub.encode()) & 0xFFFFFF)}", "subreddit_name_prefixed": f"r/{sub}",
+        "subreddit_subscribers": rng.randint(10, 2_000_000), "subreddit_type": "public",
+        "thumbnail": "self" if is_self else "default", "title": title, "total_awards_received": 0,
+        "upvote_ratio": round(rng.uniform(0.5, 1.0), 2), "url": url, "whitelist_status": "all_ads", "wls": 6,
+    }
+
+
+def dump_path(workdir: Path, seed: int, lines: int) -> Path:
+    """The cached dump for (seed, lines), generated on first use (atomic rename, so a killed run leaves none)."""
+    path = workdir / f"RS_synthetic_seed{seed}_{lines}.zst"
+    if path.exists():
+        return path
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    words = vocabulary(rng)
+    partial = path.with_suffix(".zst.partial")
+    with open(partial, "wb") as raw, zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw) as out:
+        for start in range(0, lines, 10_000):
+            out.write(b"".join(orjson.dumps(submission(rng, words, n)) + b"\n"
+                               for n in range(start, min(start + 10_000, lines))))
+    os.replace(partial, path)
+    print(f"generated {path} ({lines:,} lines, {path.stat().st_size / 1e6:.0f} MB) in "
+          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return path
+
+
+def read_ours(path: str) -> tuple[int, int]:
+    from pipeline.config import RedditConfig
+    from pipeline.reddit import filter_dump
+
+    kept, rejects, counts, info = filter_dump(path, RedditConfig())
+    return counts["in"], len(kept)
+
+
+def read_naive(path: str) -> tuple[int, int]:
+    lines, kept = 0, []
+    with open(path, "rb") as raw:
+        reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw)
+        for line in io.TextIOWrapper(reader, encoding="utf-8"):
+            lines += 1
+            post = json.loads(line)
+            if (not post.get("is_self") and (post.get("score") or 0) >= 3 and post.get("url", "").startswith("http")
+                    and post.get("domain") not in NAIVE_BLOCKED):
+                kept.append((post["url"], post["id"], post["subreddit"], post["title"], post["score"],
+                             post["created_utc"]))
+    return lines, len(kept)
+
+
+READERS = {"ours": read_ours, "naive": read_naive}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(reader: str, path: str) -> None:
+    """Child side: run one reader over one file, print its numbers as one JSON line."""
+    if reader == "ours":
+        import pipeline.reddit  # noqa: F401  (imports — pyarrow, ray — count in "RSS at start", not in reading)
+    start_rss = peak_rss_mb()
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    lines, kept = READERS[reader](path)
+    print(json.dumps({"reader": reader, "lines": lines, "kept": kept, "seconds": time.perf_counter() - wall,
+                      "cpu": cpu_seconds() - cpu, "start_rss": start_rss, "peak_rss": peak_rss_mb()}))
+
+
+def run_child(reader: str, path: Path) -> dict:
+    result = subprocess.run([sys.executable, "-m", "benchmarks.reddit", "--measure", reader, str(path)],
+                            check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="lines of the large dump (the small: half)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/webtext-bench-reddit"), help="dump cache")
+    parser.add_argument("--measure", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(*args.measure)
+        return
+
+    results = []
+    for lines in (args.lines // 2, args.lines):
+        path = dump_path(args.workdir, args.seed, lines)
+        by_reader = {reader: run_child(reader, path) for reader in ("naive", "ours")}
+        for reader, r in by_reader.items():
+            r["per_core"] = r["lines"] / r["cpu"]
+            r["speedup"] = r["per_core"] / (by_reader["naive"]["lines"] / by_reader["naive"]["cpu"])
+            results.append(r)
+            print(f"{reader} {r['lines']:,} lines: kept {r['kept']:,}, {r['seconds']:.1f} s", file=sys.stderr)
+
+    print("| reader | lines | kept | seconds | lines/s per core | speedup vs naive | RSS at start MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['reader']} | {r['lines']:,} | {r['kept']:,} | {r['seconds']:.1f} | {r['per_core']:,.0f} "
+              f"| {r['speedup']:.2f}x | {r['start_rss']:.0f} | {r['peak_rss']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

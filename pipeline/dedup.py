@@ -1,0 +1,378 @@
+"""Dedup stage: exact and MinHash-LSH near-duplicate removal, by partitions, with a deterministic survivor.
+
+    webtext dedup --run-dir runs/x [--set dedup.threshold=0.8]
+
+Reads `docs/part-NNNNN.parquet` (extract) and writes `dedup/docs/part-NNNNN.parquet`: the docs schema,
+same partitions and order, keeping one document per duplicate cluster, plus two columns:
+
+| column       | type   | meaning                                                              |
+|--------------|--------|----------------------------------------------------------------------|
+| cluster_id   | string | doc_id of the cluster's survivor (the document's own id if unique)   |
+| cluster_size | int32  | documents in its cluster, itself included (1 if unique)               |
+
+and `dedup/clusters.parquet`, one row per document in a cluster of two or more, sorted by cluster_id,
+doc_id: doc_id, cluster_id, survivor (bool), kind ("exact" when the document's normalized text equals
+the survivor's, else "fuzzy"; a survivor is "exact"). `dedup/stats.json` has the usual counts (removed
+documents under duplicate_exact / duplicate_fuzzy), the LSH parameters with their S-curve, candidate and
+edge counts, and `clusters.size_histogram` ({cluster size: number of clusters}) for the report's plot.
+
+What counts as a duplicate. Text is normalized as in pipeline/minhash.py (NFKC, lowercase, whitespace
+runs -> one space). Exact duplicates share the blake2b-128 hash of the normalized text. Near duplicates
+are pairs whose word 5-gram shingle sets have a Jaccard similarity of about `threshold` or more, found with
+MinHash LSH: each signature (datasketch-equal, pipeline/minhash.py) is cut into `bands` bands of `rows`
+values; two documents are candidates when any band is equal. A document with fewer words than `ngram`
+is one shingle (its whole text); an empty one takes part in the exact hash only. Clusters are the
+connected components of the duplicate edges; the survivor is the document with the highest Reddit
+score_sum, then the most characters, then the smallest doc_id.
+
+Defaults, threshold 0.7 and 256 permutations. datasketch's optimal-parameter rule (equal weights on false
+positives and negatives, `datasketch.lsh._optimal_param`) gives 25 bands x 10 rows, whose probability of
+making a pair a candidate, 1 - (1 - J^10)^25, is:
+
+| Jaccard J   | 0.3    | 0.5   | 0.6   | 0.7   | 0.8   | 0.9    |
+|-------------|--------|-------|-------|-------|-------|--------|
+| 256 @ 0.7   | 0.0001 | 0.024 | 0.141 | 0.512 | 0.942 | 1.0000 |
+| 128 @ 0.7   | 0.0003 | 0.027 | 0.132 | 0.438 | 0.867 | 0.9990 |
+| 256 @ 0.8   | 0.0000 | 0.001 | 0.008 | 0.078 | 0.456 | 0.9801 |
+
+0.7 rather than 0.8 because the near-duplicates that matter on the web are the same article re-posted
+with small edits, and a few edited words cost many shingles: 3% of words replaced (the dry-run web's
+near-duplicates) leaves J = 0.74-0.87, which 0.8 misses half the time. 256 rather than 128 permutations
+because 128 finds only 87% of the pairs at J = 0.8, and because verification estimates J from the
+signature with a standard error of sqrt(J(1-J)/256) = 0.029 at J = 0.6, so a pair at J = 0.6 passes the
+0.7 check with probability 0.0007. The cost is the permutation step, a minor part of signing (the
+benchmark's table). With `verify` on (the default) a candidate group is checked by estimated Jaccard: its
+members, in doc_id order, are compared with the group's "leaders" (the first member, then every member
+that matched no earlier leader) and linked to each leader they reach `threshold` with; without it every
+member is linked to the first. Exact groups are linked without a check.
+
+Phases, each a `run_partitions` call (resumable, one Ray task per partition), so that no process holds an
+index of the whole corpus:
+
+1. `dedup/_work/signatures` per docs partition: signatures and node facts (doc_id, score_sum, chars, text
+   hash) to `part-NNNNN.npy` (a structured array read back by row with mmap), and one key row per band
+   plus the exact key to `part-NNNNN.keys.parquet`, a row group per bucket (bucket = key mod num_buckets).
+2. `dedup/_work/pairs` per bucket: reads its row group from every keys file, groups equal (band, key),
+   reads the signatures of group members only, and writes the verified edges (`part-B.edges.parquet`: a,
+   b doc_ids) and the facts of their documents (`part-B.nodes.parquet`).
+3. in this process: union-find over the edges (vectorized hooking and pointer jumping), survivors, and
+   `dedup/clusters.parquet` plus one `dedup/_work/clusters/part-NNNNN.parquet` per docs partition.
+4. `dedup/docs` per docs partition: streams the documents and keeps survivors and unique documents.
+
+Grouping is by exact key, members are ordered by doc_id and every decision depends only on documents, so
+the number of docs partitions or buckets does not change the result (tested), and a rerun writes the same
+bytes. Memory per task: phase 1 about 30 bytes per band per document of its partition plus one batch of
+text; phase 2 its bucket's keys plus its candidates' signatures; the driver only documents that have a
+duplicate. `dedup/_work/` is scratch (about 1.7 KB per document) kept for resuming; delete it after the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasketch.lsh import _optimal_param
+
+from pipeline import minhash, storage
+from pipeline.config import DedupConfig
+from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
+
+SECTIONS = ("reddit", "crawl", "extract", "dedup")
+SIGN_PHASE, PAIRS_PHASE, DOCS_PHASE = "dedup/_work/signatures", "dedup/_work/pairs", "dedup/docs"
+CLUSTERS_DIR = "dedup/_work/clusters"
+EXACT_BAND = -1  # the band number of exact-duplicate keys (normalized-text hashes)
+BATCH_DOCS = 2048  # documents signed per compiled call; bounds the text held at once
+SIM_CHUNK = 16384  # group members compared per numpy step in verification
+
+
+# --- LSH parameters -------------------------------------------------------------------------------------
+
+
+def lsh_params(config: DedupConfig) -> tuple[int, int]:
+    """(bands, rows): as configured, else datasketch's optimum for threshold and num_perm."""
+    if config.bands or config.rows:
+        if config.bands < 1 or config.rows < 1 or config.bands * config.rows > config.num_perm:
+            raise StageError(
+                f"dedup.bands={config.bands} x dedup.rows={config.rows} must both be >= 1 and use at most "
+                f"dedup.num_perm={config.num_perm} values; set both, or both to 0 to derive them from threshold"
+            )
+        return config.bands, config.rows
+    return _optimal_param(config.threshold, config.num_perm, 0.5, 0.5)
+
+
+def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
+    """The S-curve: probability that a pair with this Jaccard similarity shares at least one band."""
+    return 1.0 - (1.0 - jaccard**rows) ** bands
+
+
+# --- per-record logic -----------------------------------------------------------------------------------
+
+
+def text_hash(normalized: str) -> tuple[int, int]:
+    """The exact-duplicate key: blake2b-128 of the normalized text, as two uint64."""
+    digest = hashlib.blake2b(normalized.encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands, 2) uint64: blake2b-128 of each band's values (equal bands <=> equal keys, up to 2^-128)."""
+    keys = np.empty((len(sigs), bands, 2), dtype=np.uint64)
+    width = rows * 4
+    flat = keys.reshape(-1, 2)
+    for i, row in enumerate(sigs):
+        raw = row.tobytes()
+        digests = b"".join(
+            hashlib.blake2b(raw[j * width : (j + 1) * width], digest_size=16).digest() for j in range(bands)
+        )
+        flat[i * bands : (i + 1) * bands] = np.frombuffer(digests, dtype="<u8").reshape(bands, 2)
+    return keys
+
+
+def find_groups(band: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sharing (band, key) with at least one other row: (order, group sizes), groups contiguous in order."""
+    order = np.lexsort((k1, k0, band))
+    b, x, y = band[order], k0[order], k1[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (b[1:] != b[:-1]) | (x[1:] != x[:-1]) | (y[1:] != y[:-1])
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, len(order)))
+    keep = np.repeat(sizes >= 2, sizes)
+    return order[keep], sizes[sizes >= 2]
+
+
+def link_groups(sizes: np.ndarray, sigs: np.ndarray | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (i, j) between members laid out group after group (each group in doc_id order).
+
+    Without signatures every member is linked to its group's first member. With them, a member is linked to
+    every leader of its group whose estimated Jaccard with it is >= threshold; leaders are the first member
+    and each member that reached no earlier leader. Almost every group has all members close to the first
+    one, which is checked for all groups at once; only the others are walked one member at a time.
+    """
+    starts = np.cumsum(sizes) - sizes
+    first = np.repeat(starts, sizes)
+    member = np.arange(len(first))
+    if sigs is None:
+        rest = member != first
+        return first[rest], member[rest]
+    need = int(np.ceil(threshold * sigs.shape[1] - 1e-9))  # equal values needed to reach the threshold
+    close = np.empty(len(first), dtype=bool)
+    for lo in range(0, len(first), SIM_CHUNK):
+        hi = lo + SIM_CHUNK
+        close[lo:hi] = (sigs[lo:hi] == sigs[first[lo:hi]]).sum(axis=1) >= need
+    simple = np.logical_and.reduceat(close, starts) if len(starts) else np.zeros(0, dtype=bool)
+    easy = np.repeat(simple, sizes) & (member != first)
+    src, dst = [first[easy]], [member[easy]]
+    for start, size in zip(starts[~simple], sizes[~simple]):
+        group_src, group_dst = _walk_leaders(sigs[start : start + size], need)
+        src.append(group_src + start)
+        dst.append(group_dst + start)
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def _walk_leaders(sigs: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    leaders, src, dst = [0], [], []
+    for m in range(1, len(sigs)):
+        hits = np.flatnonzero((sigs[leaders] == sigs[m]).sum(axis=1) >= need)
+        if hits.size:
+            src.extend(leaders[h] for h in hits)
+            dst.extend([m] * hits.size)
+        else:
+            leaders.append(m)
+    return np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64)
+
+
+def connected_components(num_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component label (its smallest node) of every node: union-find by hooking roots, then pointer jumping."""
+    parent = np.arange(num_nodes)
+    while True:
+        ra, rb = parent[a], parent[b]
+        if np.array_equal(ra, rb):
+            return parent
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
+def choose_survivors(label: np.ndarray, score_sum: np.ndarray, chars: np.ndarray, doc_id: np.ndarray) -> np.ndarray:
+    """Index of each node's survivor: highest score_sum, then most chars, then smallest doc_id, per label."""
+    order = np.lexsort((doc_id, -chars, -score_sum, label))
+    lab = label[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = lab[1:] != lab[:-1]
+    best = order[first]  # one survivor per label, labels ascending
+    return best[np.searchsorted(lab[first], label)]
+
+
+# --- phase 1: signatures and band keys, per docs partition ----------------------------------------------
+
+
+def _node_dtype(id_width: int, num_perm: int) -> np.dtype:
+    return np.dtype([("doc_id", f"S{id_width}"), ("score_sum", "<i8"), ("chars", "<i8"),
+                     ("text_hash", "<u8", (2,)), ("sig", "<u4", (num_perm,))])
+
+
+def _sign_partition(spec: dict, ctx: RunContext) -> PartitionResult:
+    config = ctx.config.dedup
+    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    ids = docs.read(columns=["doc_id"]).column("doc_id").fill_null("").to_pylist()
+    num_docs = len(ids)
+    id_width = max([len(i.encode()) for i in ids] + [1])
+    perms = minhash.permutations(config.num_perm, config.seed)
+    bands, rows, num_buckets = spec["bands"], spec["rows"], spec["num_buckets"]
+    sig_path = ctx.part_path(SIGN_PHASE, spec["index"], "npy")
+    keys_path = ctx.part_path(SIGN_PHASE, spec["index"], "keys.parquet")
+    key_parts, null_text, empty = [], 0, 0
+    with storage.atomic_path(sig_path) as tmp:
+        nodes = np.lib.format.open_memmap(tmp, mode="w+", dtype=_node_dtype(id_width, config.num_perm),
+                                          shape=(num_docs,))
+        start = 0
+        for batch in docs.iter_batches(batch_size=BATCH_DOCS, columns=["doc_id", "text", "score_sum", "chars"]):
+            n = batch.num_rows
+            texts = batch.column("text").to_pylist()
+            null_text += sum(t is None for t in texts)
+            normalized = [minhash.normalize(t or "") for t in texts]
+            empty += sum(not t for t in normalized)
+            sigs = minhash.signatures(normalized, config.ngram, perms)
+            hashes = np.array([text_hash(t) for t in normalized], dtype=np.uint64).reshape(n, 2)
+            part = nodes[start : start + n]
+            part["doc_id"] = ids[start : start + n]
+            part["score_sum"] = batch.column("score_sum").fill_null(0).to_numpy()
+            chars = batch.column("chars").to_numpy(zero_copy_only=False)
+            part["chars"] = np.where(np.isnan(chars.astype(float)), [len(t or "") for t in texts], chars) \
+                if batch.column("chars").null_count else chars
+            part["text_hash"] = hashes
+            part["sig"] = sigs
+            key_parts.append(_key_rows(start, sigs, hashes, [bool(t) for t in normalized], bands, rows))
+            start += n
+        nodes.flush()
+        del nodes
+    keys = {name: np.concatenate([k[name] for k in key_parts]) if key_parts else np.zeros(0, dtype)
+            for name, dtype in (("band", np.int16), ("k0", np.uint64), ("k1", np.uint64), ("row", np.int32))}
+    _write_keys(keys_path, keys, num_buckets)
+    return PartitionResult(
+        counts={"in": num_docs, "out": num_docs},
+        files=[sig_path, keys_path],
+        info={"null_text": null_text, "no_shingles": empty, "keys": len(keys["row"])},
+    )
+
+
+def _key_rows(start: int, sigs: np.ndarray, hashes: np.ndarray, has_words: list[bool], bands: int,
+              rows: int) -> dict[str, np.ndarray]:
+    """Key rows of one batch: the exact key of every document, a band key per band of those with words."""
+    signed = np.flatnonzero(has_words)
+    keys = band_keys(sigs[signed], bands, rows)
+    n = len(sigs)
+    return {
+        "band": np.concatenate([np.full(n, EXACT_BAND, np.int16), np.tile(np.arange(bands, dtype=np.int16), len(signed))]),
+        "k0": np.concatenate([hashes[:, 0], keys[:, :, 0].ravel()]),
+        "k1": np.concatenate([hashes[:, 1], keys[:, :, 1].ravel()]),
+        "row": np.concatenate([np.arange(n, dtype=np.int32), np.repeat(signed.astype(np.int32), bands)]) + start,
+    }
+
+
+def _write_keys(path: Path, keys: dict[str, np.ndarray], num_buckets: int) -> None:
+    """One row group per non-empty bucket, so a bucket task reads only its own rows."""
+    bucket = (keys["k0"] % np.uint64(num_buckets)).astype(np.int32)
+    order = np.lexsort((keys["row"], keys["k1"], keys["k0"], keys["band"], bucket))
+    table = pa.table({"bucket": bucket[order], **{name: col[order] for name, col in keys.items()}})
+    bounds = np.searchsorted(table.column("bucket").to_numpy(), np.arange(num_buckets + 1))
+    with storage.atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, **storage.PARQUET_OPTIONS) as w:
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi > lo:
+                w.write_table(table.slice(lo, hi - lo))
+        if table.num_rows == 0:
+            w.write_table(table)
+
+
+# --- phase 2: candidate groups -> verified edges, per bucket --------------------------------------------
+
+
+def _read_bucket(ctx: RunContext, num_parts: int, bucket: int) -> dict[str, np.ndarray]:
+    parts = []
+    for p in range(num_parts):
+        f = pq.ParquetFile(ctx.part_path(SIGN_PHASE, p, "keys.parquet"))
+        groups = [i for i in range(f.num_row_groups) if _row_group_has(f, i, bucket)]
+        table = f.read_row_groups(groups, columns=["bucket", "band", "k0", "k1", "row"])
+        table = table.filter(pc.equal(table.column("bucket"), bucket))
+        cols = {name: table.column(name).to_numpy() for name in ("band", "k0", "k1", "row")}
+        cols["part"] = np.full(table.num_rows, p, dtype=np.int32)
+        parts.append(cols)
+    return {name: np.concatenate([c[name] for c in parts]) for name in ("band", "k0", "k1", "row", "part")}
+
+
+def _row_group_has(f: pq.ParquetFile, index: int, bucket: int) -> bool:
+    stats = f.metadata.row_group(index).column(0).statistics
+    return stats is None or not stats.has_min_max or stats.min <= bucket <= stats.max
+
+
+def _load_nodes(ctx: RunContext, part: np.ndarray, row: np.ndarray) -> dict[str, np.ndarray]:
+    """Facts and signatures of the given (part, row) documents, read by row from the signature files."""
+    fields = {"doc_id": [], "score_sum": [], "chars": [], "text_hash": [], "sig": []}
+    for p in np.unique(part):
+        records = np.load(ctx.part_path(SIGN_PHASE, int(p), "npy"), mmap_mode="r")[row[part == p]]
+        for name in fields:
+            fields[name].append(records[name].astype(object) if name == "doc_id" else np.asarray(records[name]))
+    out = {name: np.concatenate(values) for name, values in fields.items()}
+    out["doc_id"] = np.array([d.decode() for d in out["doc_id"]], dtype=object)
+    return out
+
+
+def _pair_bucket(spec: dict, ctx: RunContext) -> PartitionResult:
+    config = ctx.config.dedup
+    keys = _read_bucket(ctx, spec["num_parts"], spec["bucket"])
+    order, sizes = find_groups(keys["band"], keys["k0"], keys["k1"])
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    # Distinct documents among the members, loaded once each, ordered by doc_id.
+    node_key = keys["part"][order].astype(np.int64) << 32 | keys["row"][order]
+    unique_keys, member_node = np.unique(node_key, return_inverse=True)
+    nodes = _load_nodes(ctx, (unique_keys >> 32).astype(np.int32), (unique_keys & 0xFFFFFFFF).astype(np.int64))
+    nodes["part"] = (unique_keys >> 32).astype(np.int32)
+    rank = np.empty(len(unique_keys), dtype=np.int64)
+    rank[np.argsort(nodes["doc_id"].astype(str), kind="stable")] = np.arange(len(unique_keys))
+    layout = np.lexsort((rank[member_node], group))  # groups contiguous, each in doc_id order
+    member_node = member_node[layout]
+    exact = keys["band"][order][layout][np.cumsum(sizes) - sizes] == EXACT_BAND if len(sizes) else np.zeros(0, bool)
+    src, dst = [], []
+    for is_exact in (True, False):
+        chosen = np.repeat(exact == is_exact, sizes)
+        verify_sigs = nodes["sig"][member_node[chosen]] if config.verify and not is_exact else None
+        s, d = link_groups(sizes[exact == is_exact], verify_sigs, config.threshold)
+        src.append(member_node[chosen][s])
+        dst.append(member_node[chosen][d])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    lo, hi = np.minimum(rank[src], rank[dst]), np.maximum(rank[src], rank[dst])
+    pairs = np.unique(lo * len(rank) + hi) if len(lo) else np.zeros(0, np.int64)
+    by_rank = np.argsort(rank)
+    a, b = by_rank[pairs // max(len(rank), 1)], by_rank[pairs % max(len(rank), 1)]
+    edges = pa.table({"a": pa.array(nodes["doc_id"][a], pa.string()), "b": pa.array(nodes["doc_id"][b], pa.string())})
+    linked = np.unique(np.concatenate([a, b]))
+    linked = linked[np.argsort(rank[linked])]
+    node_table = pa.table({
+        "doc_id": pa.array(nodes["doc_id"][linked], pa.string()),
+        "part": nodes["part"][linked],
+        "score_sum": nodes["score_sum"][linked],
+        "chars": nodes["chars"][linked],
+        "h0": nodes["text_hash"][linked, 0] if len(linked) else np.zeros(0, np.uint64),
+        "h1": nodes["text_hash"][linked, 1] if len(linked) else np.zeros(0, np.uint64),
+    })
+    edges_path = ctx.part_path(PAIRS_PHASE, spec["bucket"], "edges.parquet")
+    nodes_path = ctx.part_path(PAIRS_PHASE, spec["bucket"], "nodes.parquet")
+    storage.write_parquet(edges_path, edges)
+    storage.write_parquet(nodes_path, node_table)
+    links = int((sizes - 1).sum())
+    joined = len(np.unique(dst))
+    return PartitionResult(
+        counts={"in": links, "out": joined, "below_threshold": links - joined},
+        files=[edges_path, nodes_path],
+        info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(exact.sum()),
+              "edges": edges.num_rows},
+    )

@@ -20,7 +20,7 @@ Readers, each in a fresh subprocess, one after another, over the same file:
 
 lines/s per core = lines / CPU seconds (user + sys) of the child: both readers are single-threaded, and CPU
 time is less disturbed than wall time by other jobs on a shared machine. Peak RSS is the child's
-`ru_maxrss`; "RSS at start" is the same after imports, before reading. Both are measured at N/2 and N lines
+VmHWM (/proc/self/status); "RSS at start" is the same after imports, before reading. Both are measured at N/2 and N lines
 so that growth with input shows. Target (issue 2): ours >= 2x naive per core, memory flat as input grows.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -36,19 +37,13 @@ import subprocess
 import sys
 import time
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
 import zstandard
 
 NAIVE_BLOCKED = frozenset({"i.redd.it", "v.redd.it", "imgur.com", "i.imgur.com", "youtube.com", "youtu.be"})
-SUBREDDITS = [f"{a}{b}" for a in ("world", "tech", "science", "local", "gaming", "art", "pol", "econ")
-              for b in ("news", "talk", "", "hub", "pics", "daily", "circlejerk", "ama")]
-NEWS_DOMAINS = [f"{a}{b}.{tld}" for a in ("daily", "metro", "global", "the", "open", "tech", "city", "free")
-                for b in ("times", "post", "wire", "review", "herald", "blog", "journal", "report")
-                for tld in ("com", "co.uk", "org", "net")]
-TRACKING = ["utm_source=reddit&utm_medium=social&utm_campaign=share", "fbclid=IwAR2x{n}", "gclid=Cj0K{n}",
-            "ref_src=twsrc%5Etfw", "utm_source=share&utm_medium=ios_app"]
 CHARS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -60,30 +55,51 @@ def base36(n: int) -> str:
     return out or "0"
 
 
-def vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
+SUBREDDITS = [f"{a}{b}" for a in ("world", "tech", "science", "local", "gaming", "art", "pol", "econ")
+              for b in ("news", "talk", "", "hub", "pics", "daily", "circlejerk", "ama")]
+SUBREDDIT_IDS = {sub: f"t5_{base36(zlib.crc32(sub.encode()) & 0xFFFFFF)}" for sub in SUBREDDITS}
+NEWS_DOMAINS = [f"{a}{b}.{tld}" for a in ("daily", "metro", "global", "the", "open", "tech", "city", "free")
+                for b in ("times", "post", "wire", "review", "herald", "blog", "journal", "report")
+                for tld in ("com", "co.uk", "org", "net")]
+TRACKING = ["utm_source=reddit&utm_medium=social&utm_campaign=share", "fbclid=IwAR2x{n}", "gclid=Cj0K{n}",
+            "ref_src=twsrc%5Etfw", "utm_source=share&utm_medium=ios_app"]
+
+
+@lru_cache(maxsize=1)
+def word_stream(seed: int, words: int = 300_000) -> str:
+    """Pseudo-words over a Zipf-ish vocabulary; titles, slugs and selftexts are slices of it (cheap per line)."""
+    rng = random.Random(seed)
     syllables = ["ka", "lo", "mi", "ter", "an", "sto", "ri", "ven", "pol", "e", "qua", "dr", "in", "ble", "shu"]
-    return ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(size)]
+    vocab = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(4000)]
+    return " ".join(rng.choices(vocab, weights=[1 / (i + 1) for i in range(len(vocab))], k=words))
 
 
-def link_target(rng: random.Random, words: list[str], n: int) -> tuple[str, str]:
+def snippet(rng: random.Random, text: str, chars: int) -> str:
+    """About `chars` characters of `text`, starting and ending at word boundaries."""
+    start = text.find(" ", int(rng.random() * (len(text) - chars - 100))) + 1
+    end = text.find(" ", start + chars)
+    return text[start:end]
+
+
+def link_target(rng: random.Random, text: str, n: int) -> tuple[str, str]:
     """(domain, url) of a link post: news/blog pages mostly, media hosts for about a quarter."""
     r = rng.random()
     if r < 0.10:
-        return "i.redd.it", f"https://i.redd.it/{base36(rng.getrandbits(64))}.jpg"
+        return "i.redd.it", f"https://i.redd.it/{rng.getrandbits(64):x}.jpg"
     if r < 0.14:
-        return "v.redd.it", f"https://v.redd.it/{base36(rng.getrandbits(64))}"
+        return "v.redd.it", f"https://v.redd.it/{rng.getrandbits(64):x}"
     if r < 0.19:
-        return "i.imgur.com", f"https://i.imgur.com/{base36(rng.getrandbits(40))}.png"
+        return "i.imgur.com", f"https://i.imgur.com/{rng.getrandbits(40):x}.png"
     if r < 0.25:
-        return "youtube.com", f"https://www.youtube.com/watch?v={base36(rng.getrandbits(56))}&t=42s"
+        return "youtube.com", f"https://www.youtube.com/watch?v={rng.getrandbits(56):x}&t=42s"
     domain = rng.choice(NEWS_DOMAINS)
-    slug = "-".join(rng.choices(words, k=rng.randint(3, 9)))
+    slug = snippet(rng, text, 20 + int(rng.random() * 40)).replace(" ", "-")
     path = f"/{2019 + n % 3}/{1 + n % 12:02d}/{slug}"
     ext = rng.random()
     path += ".pdf" if ext < 0.02 else ".png" if ext < 0.04 else ".html" if ext < 0.3 else "/"
     query = []
     if rng.random() < 0.1:
-        query.append(f"id={rng.randint(1, 99999)}")
+        query.append(f"id={n % 99991}")
     if rng.random() < 0.25:
         query.append(rng.choice(TRACKING).format(n=n))
     host = f"www.{domain}" if rng.random() < 0.6 else domain
@@ -91,18 +107,18 @@ def link_target(rng: random.Random, words: list[str], n: int) -> tuple[str, str]
 
 
 def preview(rng: random.Random, url: str) -> dict:
-    key = base36(rng.getrandbits(64))
+    key = f"{rng.getrandbits(64):x}"
     resolutions = [{"height": w * 3 // 4, "url": f"https://preview.redd.it/{key}.jpg?width={w}&amp;s={key}",
                     "width": w} for w in (108, 216, 320, 640)]
     return {"enabled": False, "images": [{"id": key, "resolutions": resolutions, "source": {
         "height": 768, "url": url, "width": 1024}, "variants": {}}]}
 
 
-def submission(rng: random.Random, words: list[str], n: int) -> dict:
+def submission(rng: random.Random, text: str, n: int) -> dict:
     """One RS-style record; n is the line index (ids and times increase with it, as in real dumps)."""
     sub = rng.choice(SUBREDDITS)
     rid = base36(1_000_000_000 + n)
-    title = " ".join(rng.choices(words, k=rng.randint(4, 16))).capitalize()
+    title = snippet(rng, text, 20 + int(rng.random() * 100)).capitalize()
     slug = "_".join(title.lower().split()[:8])
     is_self = rng.random() < 0.5
     removed = rng.choice(["moderator", "deleted", "reddit", "automod_filtered"]) if rng.random() < 0.05 else None
@@ -110,18 +126,18 @@ def submission(rng: random.Random, words: list[str], n: int) -> dict:
         domain, url = f"self.{sub}", f"https://www.reddit.com/r/{sub}/comments/{rid}/{slug}/"
         body = rng.random()
         selftext = "[removed]" if body < 0.08 else "[deleted]" if body < 0.12 else "" if body < 0.3 else \
-            " ".join(rng.choices(words, k=int(rng.expovariate(1 / 80)) + 1))
+            snippet(rng, text, int(rng.expovariate(1 / 500)))
         score = rng.choice([0, 1, 1, 1, 1, 2, 3, 5, 12])
     else:
-        domain, url = link_target(rng, words, n)
+        domain, url = link_target(rng, text, n)
         selftext = ""
         score = rng.choice([0, 1, 1, 1, 1, 1, 2, 2]) if rng.random() < 0.75 else 2 + int(rng.paretovariate(0.9))
-    author = rng.choice(words) + str(rng.randint(1, 9999)) if not removed else "[deleted]"
+    author = f"{snippet(rng, text, 1)}_{n % 9973}" if not removed else "[deleted]"
     return {
         "all_awardings": [], "allow_live_comments": False, "archived": False, "author": author,
         "author_flair_css_class": None, "author_flair_richtext": [], "author_flair_text": None,
-        "author_fullname": f"t2_{base36(rng.getrandbits(32))}", "author_premium": rng.random() < 0.05,
-        "awarders": [], "can_gild": True, "contest_mode": False, "created_utc": 1561939200 + n * 3 + rng.randint(0, 2),
+        "author_fullname": f"t2_{rng.getrandbits(32):x}", "author_premium": rng.random() < 0.05,
+        "awarders": [], "can_gild": True, "contest_mode": False, "created_utc": 1561939200 + n * 3,
         "domain": domain, "edited": False, "gilded": 0, "gildings": {}, "hidden": False, "id": rid,
         "is_crosspostable": True, "is_meta": False, "is_original_content": False,
         "is_reddit_media_domain": domain in ("i.redd.it", "v.redd.it"), "is_robot_indexable": removed is None,
@@ -135,11 +151,22 @@ def submission(rng: random.Random, words: list[str], n: int) -> dict:
         "pwls": 6, "removed_by_category": removed, "retrieved_on": 1561939200 + n * 3 + 86400,
         "score": score, "secure_media": None, "secure_media_embed": {}, "selftext": selftext,
         "send_replies": True, "spoiler": False, "stickied": False, "subreddit": sub,
-        "subreddit_id": f"t5_{base36(zlib.crc32(sub.encode()) & 0xFFFFFF)}", "subreddit_name_prefixed": f"r/{sub}",
-        "subreddit_subscribers": rng.randint(10, 2_000_000), "subreddit_type": "public",
+        "subreddit_id": SUBREDDIT_IDS[sub], "subreddit_name_prefixed": f"r/{sub}",
+        "subreddit_subscribers": 10 + n % 2_000_000, "subreddit_type": "public",
         "thumbnail": "self" if is_self else "default", "title": title, "total_awards_received": 0,
-        "upvote_ratio": round(rng.uniform(0.5, 1.0), 2), "url": url, "whitelist_status": "all_ads", "wls": 6,
+        "upvote_ratio": round(0.5 + rng.random() / 2, 2), "url": url, "whitelist_status": "all_ads", "wls": 6,
     }
+
+
+CHUNK_LINES = 10_000
+
+
+def chunk_lines(chunk: tuple[int, int, int]) -> bytes:
+    """Lines [start, stop) of the dump; each chunk has its own RNG, so the file does not depend on the pool."""
+    seed, start, stop = chunk
+    rng = random.Random(f"{seed}:{start}")
+    text = word_stream(seed)
+    return b"".join(orjson.dumps(submission(rng, text, n)) + b"\n" for n in range(start, stop))
 
 
 def dump_path(workdir: Path, seed: int, lines: int) -> Path:
@@ -149,13 +176,13 @@ def dump_path(workdir: Path, seed: int, lines: int) -> Path:
         return path
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rng = random.Random(seed)
-    words = vocabulary(rng)
+    chunks = [(seed, start, min(start + CHUNK_LINES, lines)) for start in range(0, lines, CHUNK_LINES)]
     partial = path.with_suffix(".zst.partial")
-    with open(partial, "wb") as raw, zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw) as out:
-        for start in range(0, lines, 10_000):
-            out.write(b"".join(orjson.dumps(submission(rng, words, n)) + b"\n"
-                               for n in range(start, min(start + 10_000, lines))))
+    # One zstd frame, like real dumps (a naive stream_reader stops at the end of the first frame).
+    with (multiprocessing.get_context("spawn").Pool() as pool, open(partial, "wb") as raw,
+          zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw) as out):
+        for block in pool.imap(chunk_lines, chunks):
+            out.write(block)
     os.replace(partial, path)
     print(f"generated {path} ({lines:,} lines, {path.stat().st_size / 1e6:.0f} MB) in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -188,7 +215,10 @@ READERS = {"ours": read_ours, "naive": read_naive}
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's RSS high-water mark (VmHWM). Not ru_maxrss: Linux carries the parent's peak into a child
+    across fork+exec, so a child's ru_maxrss reports at least the benchmark driver's own peak."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
 def cpu_seconds() -> float:

@@ -151,28 +151,29 @@ class ExtractConfig:
 class DedupConfig:
     # Off: tokenize reads docs/ directly.
     enabled: bool = True
-    # Jaccard similarity above which two documents are near-duplicates.
-    threshold: float = 0.8
-    # MinHash permutations per signature.
-    num_perm: int = 128
+    # Jaccard similarity (of word n-gram shingle sets) from which two documents are near-duplicates;
+    # 0.7 catches articles re-posted with a few percent of words changed (pipeline/dedup.py, S-curve).
+    threshold: float = 0.7
+    # MinHash permutations per signature (256: 94% of pairs at J = 0.8 become candidates, 128: 87%).
+    num_perm: int = 256
     # Word n-gram size of shingles.
     ngram: int = 5
-    # MinHash seed (datasketch's permutation scheme).
+    # MinHash seed: signatures equal datasketch.MinHash(num_perm, seed).
     seed: int = 1
-    # Bands x rows; 0 derives them from threshold with datasketch's optimal-parameter rule.
+    # Bands x rows; both 0 derives them from threshold with datasketch's optimal-parameter rule (25 x 10).
     bands: int = 0
     rows: int = 0
-    # Check each candidate pair by estimated Jaccard before joining clusters.
+    # Check each candidate by estimated Jaccard >= threshold before joining clusters.
     verify: bool = True
-    # Number of band-bucket files the shuffle writes.
-    num_buckets: int = 16
+    # Buckets the band keys are shuffled into (one phase-2 task each); 0 means one per docs partition.
+    num_buckets: int = 0
 
 
 @dataclass
 class TokenizeConfig:
-    # Tokens per shard file.
+    # Tokens per shard file (the last shard of each split holds the rest); at most 2**31-1 (int32 header).
     shard_tokens: int = 100_000_000
-    # Fraction of documents (by hash of doc_id) in the validation split.
+    # Fraction of documents (by hash of doc_id) in the validation split; val is never empty (see tokenize.py).
     val_fraction: float = 0.005
 
 

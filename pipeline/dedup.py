@@ -246,9 +246,8 @@ def _sign_partition(spec: dict, ctx: RunContext) -> PartitionResult:
             part = nodes[start : start + n]
             part["doc_id"] = ids[start : start + n]
             part["score_sum"] = batch.column("score_sum").fill_null(0).to_numpy()
-            chars = batch.column("chars").to_numpy(zero_copy_only=False)
-            part["chars"] = np.where(np.isnan(chars.astype(float)), [len(t or "") for t in texts], chars) \
-                if batch.column("chars").null_count else chars
+            text_length = pc.utf8_length(batch.column("text")).cast(pa.int64())
+            part["chars"] = pc.coalesce(batch.column("chars"), text_length, 0).to_numpy()
             part["text_hash"] = hashes
             part["sig"] = sigs
             key_parts.append(_key_rows(start, sigs, hashes, [bool(t) for t in normalized], bands, rows))
@@ -314,65 +313,186 @@ def _row_group_has(f: pq.ParquetFile, index: int, bucket: int) -> bool:
     return stats is None or not stats.has_min_max or stats.min <= bucket <= stats.max
 
 
-def _load_nodes(ctx: RunContext, part: np.ndarray, row: np.ndarray) -> dict[str, np.ndarray]:
-    """Facts and signatures of the given (part, row) documents, read by row from the signature files."""
+def _load_nodes(ctx: RunContext, node_key: np.ndarray) -> dict[str, np.ndarray]:
+    """Facts and signatures of the documents `part << 32 | row`, read by row from the signature files."""
+    part, row = node_key >> 32, node_key & 0xFFFFFFFF
     fields = {"doc_id": [], "score_sum": [], "chars": [], "text_hash": [], "sig": []}
     for p in np.unique(part):
         records = np.load(ctx.part_path(SIGN_PHASE, int(p), "npy"), mmap_mode="r")[row[part == p]]
         for name in fields:
-            fields[name].append(records[name].astype(object) if name == "doc_id" else np.asarray(records[name]))
-    out = {name: np.concatenate(values) for name, values in fields.items()}
-    out["doc_id"] = np.array([d.decode() for d in out["doc_id"]], dtype=object)
-    return out
+            fields[name].append(np.asarray(records[name]))
+    nodes = {name: np.concatenate(values) for name, values in fields.items()} if len(node_key) else {
+        "doc_id": np.zeros(0, "S1"), "score_sum": np.zeros(0, np.int64), "chars": np.zeros(0, np.int64),
+        "text_hash": np.zeros((0, 2), np.uint64), "sig": np.zeros((0, ctx.config.dedup.num_perm), np.uint32)}
+    nodes["doc_id"] = np.array([d.decode() for d in nodes["doc_id"]], dtype=str)
+    nodes["part"] = part.astype(np.int32)
+    return nodes
 
 
 def _pair_bucket(spec: dict, ctx: RunContext) -> PartitionResult:
     config = ctx.config.dedup
     keys = _read_bucket(ctx, spec["num_parts"], spec["bucket"])
     order, sizes = find_groups(keys["band"], keys["k0"], keys["k1"])
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    # Distinct documents among the members, loaded once each, ordered by doc_id.
-    node_key = keys["part"][order].astype(np.int64) << 32 | keys["row"][order]
-    unique_keys, member_node = np.unique(node_key, return_inverse=True)
-    nodes = _load_nodes(ctx, (unique_keys >> 32).astype(np.int32), (unique_keys & 0xFFFFFFFF).astype(np.int64))
-    nodes["part"] = (unique_keys >> 32).astype(np.int32)
-    rank = np.empty(len(unique_keys), dtype=np.int64)
-    rank[np.argsort(nodes["doc_id"].astype(str), kind="stable")] = np.arange(len(unique_keys))
-    layout = np.lexsort((rank[member_node], group))  # groups contiguous, each in doc_id order
-    member_node = member_node[layout]
-    exact = keys["band"][order][layout][np.cumsum(sizes) - sizes] == EXACT_BAND if len(sizes) else np.zeros(0, bool)
-    src, dst = [], []
-    for is_exact in (True, False):
-        chosen = np.repeat(exact == is_exact, sizes)
-        verify_sigs = nodes["sig"][member_node[chosen]] if config.verify and not is_exact else None
-        s, d = link_groups(sizes[exact == is_exact], verify_sigs, config.threshold)
-        src.append(member_node[chosen][s])
-        dst.append(member_node[chosen][d])
+    # The distinct documents among group members, loaded once each and numbered in doc_id order.
+    unique_keys, member_node = np.unique(keys["part"][order].astype(np.int64) << 32 | keys["row"][order],
+                                         return_inverse=True)
+    nodes = _load_nodes(ctx, unique_keys)
+    by_id = np.argsort(nodes["doc_id"], kind="stable")
+    nodes = {name: values[by_id] for name, values in nodes.items()}
+    renumber = np.empty(len(by_id), dtype=np.int64)
+    renumber[by_id] = np.arange(len(by_id))
+    member_node = renumber[member_node]
+    starts = np.cumsum(sizes) - sizes
+    is_exact = keys["band"][order][starts] == EXACT_BAND
+    member_node = member_node[np.lexsort((member_node, np.repeat(np.arange(len(sizes)), sizes)))]
+    src, dst, linked_members = [], [], 0
+    for exact in (True, False):
+        chosen = member_node[np.repeat(is_exact == exact, sizes)]
+        sigs = nodes["sig"][chosen] if config.verify and not exact else None
+        s, d = link_groups(sizes[is_exact == exact], sigs, config.threshold)
+        src.append(chosen[s])
+        dst.append(chosen[d])
+        linked_members += len(np.union1d(s, d))
     src, dst = np.concatenate(src), np.concatenate(dst)
-    lo, hi = np.minimum(rank[src], rank[dst]), np.maximum(rank[src], rank[dst])
-    pairs = np.unique(lo * len(rank) + hi) if len(lo) else np.zeros(0, np.int64)
-    by_rank = np.argsort(rank)
-    a, b = by_rank[pairs // max(len(rank), 1)], by_rank[pairs % max(len(rank), 1)]
+    n = max(len(by_id), 1)
+    pairs = np.unique(np.minimum(src, dst) * n + np.maximum(src, dst))
+    a, b = pairs // n, pairs % n
+    linked = np.union1d(a, b)
     edges = pa.table({"a": pa.array(nodes["doc_id"][a], pa.string()), "b": pa.array(nodes["doc_id"][b], pa.string())})
-    linked = np.unique(np.concatenate([a, b]))
-    linked = linked[np.argsort(rank[linked])]
     node_table = pa.table({
         "doc_id": pa.array(nodes["doc_id"][linked], pa.string()),
         "part": nodes["part"][linked],
         "score_sum": nodes["score_sum"][linked],
         "chars": nodes["chars"][linked],
-        "h0": nodes["text_hash"][linked, 0] if len(linked) else np.zeros(0, np.uint64),
-        "h1": nodes["text_hash"][linked, 1] if len(linked) else np.zeros(0, np.uint64),
+        "h0": nodes["text_hash"][linked, 0],
+        "h1": nodes["text_hash"][linked, 1],
     })
     edges_path = ctx.part_path(PAIRS_PHASE, spec["bucket"], "edges.parquet")
     nodes_path = ctx.part_path(PAIRS_PHASE, spec["bucket"], "nodes.parquet")
     storage.write_parquet(edges_path, edges)
     storage.write_parquet(nodes_path, node_table)
-    links = int((sizes - 1).sum())
-    joined = len(np.unique(dst))
+    members = int(sizes.sum())
     return PartitionResult(
-        counts={"in": links, "out": joined, "below_threshold": links - joined},
+        counts={"in": members, "out": linked_members, "below_threshold": members - linked_members},
         files=[edges_path, nodes_path],
-        info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(exact.sum()),
-              "edges": edges.num_rows},
+        info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(is_exact.sum()),
+              "largest_group": int(sizes.max()) if len(sizes) else 0, "edges": edges.num_rows},
     )
+
+
+# --- phase 3 (driver): clusters and survivors -----------------------------------------------------------
+
+
+def _cluster(ctx: RunContext, pair_commits: list[dict], num_parts: int) -> dict:
+    """Union-find over every bucket's edges; writes clusters.parquet and the per-partition cluster files."""
+    edges = storage.read_parquet([ctx.part_path(PAIRS_PHASE, i, "edges.parquet") for i in range(len(pair_commits))])
+    nodes = storage.read_parquet([ctx.part_path(PAIRS_PHASE, i, "nodes.parquet") for i in range(len(pair_commits))])
+    doc_id = nodes.column("doc_id").to_numpy(zero_copy_only=False).astype(str)
+    doc_id, first = np.unique(doc_id, return_index=True)  # a document is a node of every bucket it is in
+    facts = {name: nodes.column(name).to_numpy()[first] for name in ("part", "score_sum", "chars", "h0", "h1")}
+    a = np.searchsorted(doc_id, edges.column("a").to_numpy(zero_copy_only=False).astype(str))
+    b = np.searchsorted(doc_id, edges.column("b").to_numpy(zero_copy_only=False).astype(str))
+    label = connected_components(len(doc_id), a, b)
+    survivor = choose_survivors(label, facts["score_sum"], facts["chars"], doc_id)
+    size = np.bincount(label, minlength=len(doc_id))[label].astype(np.int32)
+    exact = (facts["h0"] == facts["h0"][survivor]) & (facts["h1"] == facts["h1"][survivor])
+    table = pa.table({
+        "doc_id": pa.array(doc_id, pa.string()),
+        "cluster_id": pa.array(doc_id[survivor], pa.string()),
+        "cluster_size": size,
+        "survivor": survivor == np.arange(len(doc_id)),
+        "kind": pa.array(np.where(exact, "exact", "fuzzy"), pa.string()),
+    })
+    storage.write_parquet(
+        ctx.path("dedup", "clusters.parquet"),
+        table.select(["doc_id", "cluster_id", "survivor", "kind"]).sort_by([("cluster_id", "ascending"),
+                                                                            ("doc_id", "ascending")]),
+    )
+    for p in range(num_parts):
+        storage.write_parquet(ctx.part_path(CLUSTERS_DIR, p, "parquet"), table.filter(facts["part"] == p))
+    sizes, counts = np.unique(np.bincount(label)[np.unique(label)], return_counts=True)
+    return {
+        "clusters": int(counts.sum()),
+        "documents_in_clusters": len(doc_id),
+        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+        "exact_duplicates": int((exact & (survivor != np.arange(len(doc_id)))).sum()),
+        "fuzzy_duplicates": int((~exact).sum()),
+        "size_histogram": {str(s): int(c) for s, c in zip(sizes, counts)},
+    }
+
+
+# --- phase 4: survivors, per docs partition -------------------------------------------------------------
+
+
+def _write_survivors(spec: dict, ctx: RunContext) -> PartitionResult:
+    clusters = pq.read_table(ctx.path(spec["clusters"]))
+    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    schema = docs.schema_arrow.append(pa.field("cluster_id", pa.string())).append(pa.field("cluster_size", pa.int32()))
+    counts = {"in": 0, "out": 0, "duplicate_exact": 0, "duplicate_fuzzy": 0}
+    out_path = ctx.part_path(DOCS_PHASE, spec["index"], "parquet")
+    with storage.atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema, **storage.PARQUET_OPTIONS) as writer:
+        for batch in docs.iter_batches(batch_size=BATCH_DOCS):
+            ids = batch.column("doc_id")
+            pos = pc.index_in(ids, value_set=clusters.column("doc_id"))
+            in_cluster = pos.is_valid()
+            keep = pc.fill_null(pc.take(clusters.column("survivor"), pos), True)
+            kind = pc.take(clusters.column("kind"), pos)
+            table = pa.Table.from_batches([batch]).append_column(
+                "cluster_id", pc.if_else(in_cluster, pc.take(clusters.column("cluster_id"), pos), ids)
+            ).append_column("cluster_size", pc.fill_null(pc.take(clusters.column("cluster_size"), pos), 1))
+            writer.write_table(table.filter(keep).cast(schema))
+            dropped = pc.invert(keep)
+            counts["in"] += batch.num_rows
+            counts["out"] += pc.sum(keep.cast(pa.int64())).as_py() or 0
+            counts["duplicate_exact"] += pc.sum(pc.and_(dropped, pc.equal(kind, "exact")).cast(pa.int64())).as_py() or 0
+            counts["duplicate_fuzzy"] += pc.sum(pc.and_(dropped, pc.equal(kind, "fuzzy")).cast(pa.int64())).as_py() or 0
+    return PartitionResult(counts=counts, files=[out_path])
+
+
+# --- the stage ------------------------------------------------------------------------------------------
+
+
+def _digest(commits: list[dict]) -> str:
+    """Changes whenever any upstream partition was redone with other inputs or outputs."""
+    return hashlib.sha256(json.dumps([[c["fingerprint"], c["files"]] for c in commits]).encode()).hexdigest()[:16]
+
+
+def run(ctx: RunContext) -> dict:
+    config = ctx.config.dedup
+    started = time.monotonic()
+    if not config.enabled:
+        return write_stats(ctx, "dedup", {"enabled": False, "seconds": 0.0})
+    docs = sorted(ctx.path("docs").glob("part-*.parquet"))
+    if not docs:
+        raise StageError(f"{ctx.path('docs')}: no part-*.parquet; run `webtext extract --run-dir {ctx.run_dir}` first")
+    for i, path in enumerate(docs):
+        if path.name != f"part-{i:05d}.parquet":
+            raise StageError(f"{path}: expected docs partitions part-00000 .. part-{len(docs) - 1:05d} without gaps; "
+                             "rerun `webtext extract` to rewrite docs/")
+    bands, rows = lsh_params(config)
+    num_buckets = config.num_buckets or len(docs)
+    sign = run_partitions(ctx, SIGN_PHASE, [
+        {"index": i, "docs": ctx.rel(p), "docs_bytes": p.stat().st_size, "bands": bands, "rows": rows,
+         "num_buckets": num_buckets} for i, p in enumerate(docs)
+    ], _sign_partition, SECTIONS)
+    pairs = run_partitions(ctx, PAIRS_PHASE, [
+        {"bucket": b, "num_parts": len(docs), "inputs": _digest(sign)} for b in range(num_buckets)
+    ], _pair_bucket, SECTIONS)
+    clusters = _cluster(ctx, pairs, len(docs))
+    survivors = run_partitions(ctx, DOCS_PHASE, [
+        {"index": i, "docs": ctx.rel(p), "clusters": f"{CLUSTERS_DIR}/part-{i:05d}.parquet",
+         "clusters_sha256": storage.sha256_file(ctx.part_path(CLUSTERS_DIR, i, "parquet"))}
+        for i, p in enumerate(docs)
+    ], _write_survivors, SECTIONS)
+    stats = summarize(survivors, time.monotonic() - started)
+    candidates = summarize(pairs, 0)
+    stats["lsh"] = {
+        "threshold": config.threshold, "num_perm": config.num_perm, "ngram": config.ngram, "bands": bands,
+        "rows": rows, "verify": config.verify, "num_buckets": num_buckets,
+        "s_curve": {str(j): round(candidate_probability(j, bands, rows), 4) for j in (0.3, 0.5, 0.7, 0.9)},
+    }
+    stats["candidates"] = {"group_members": candidates["records_in"], "linked": candidates["records_out"],
+                           **candidates["dropped"], **candidates["info"]}
+    stats["signatures"] = summarize(sign, 0)["info"]
+    stats["clusters"] = clusters
+    return write_stats(ctx, "dedup", stats)

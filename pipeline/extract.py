@@ -58,7 +58,7 @@ than `timeout_s` gets the child killed (extract_timeout), one that kills it or r
 and the next document gets a fresh child. A child per document would cost a Python start plus the
 extractors' imports (~1.5 s) per page; the persistent one costs a pipe round trip (~0.1 ms).
 
-Language. py3langid (langid.py's model, shipped in the package, 97 languages) on the first 2,000
+Language. py3langid (langid.py's model, shipped in the package, 97 languages) on the first 1,000
 characters of the text, with probabilities normalized, so `min_language_score` is a probability.
 resiliparse's detector is ~10x faster but returns an unnormalized profile distance, not a confidence.
 
@@ -98,7 +98,7 @@ from pipeline.runner import PartitionResult, RunContext, StageError, run_partiti
 
 PHASE = "docs"
 UPSTREAM_SECTIONS = ("reddit", "crawl", "extract")
-LANGID_CHARS = 2_000  # language is decided on this much text; more changes nothing and costs linear time
+LANGID_CHARS = 1_000  # language is decided on this much text; more changes nothing and costs linear time
 BINARY_PROBE_CHARS = 8_192
 BINARY_MAX_SHARE = 0.1
 WORKER_START_TIMEOUT_S = 120.0  # importing the extractors in a fresh child, on a loaded machine
@@ -168,13 +168,41 @@ def resiliparse_text(html: str) -> str:
     return extract_plain_text(html, main_content=True, preserve_formatting=True, list_bullets=False)
 
 
-def trafilatura_doc(html: str, url: str) -> dict:
+def trafilatura_text(html: str, url: str) -> str:
     import trafilatura
 
-    doc = trafilatura.bare_extraction(html, url=url, fast=True, include_comments=False, with_metadata=True)
-    if doc is None:
-        return {"text": "", "title": None, "date": None, "author": None}
-    return {"text": unpipe(doc.text or ""), "title": doc.title, "date": doc.date, "author": doc.author}
+    doc = trafilatura.bare_extraction(html, url=url, fast=True, include_comments=False)
+    return unpipe(doc.text or "") if doc is not None else ""
+
+
+# <meta> keys (property, name or itemprop, lowercased) that carry each field, most specific first.
+TITLE_KEYS = ("og:title", "twitter:title", "headline")
+AUTHOR_KEYS = ("author", "article:author", "dc.creator", "byl")
+
+
+def page_metadata(html: str) -> dict:
+    """Title and author from <meta>, <h1>, <title> and rel=author; publication date (YYYY-MM-DD) by htmldate.
+
+    Trafilatura's own metadata pass costs 2.5 ms per page, half its extraction time; this costs 0.3 ms
+    plus htmldate's 0.6 ms and finds the same dates on the dry-run web (authors only where tagged).
+    """
+    from htmldate import find_date
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    meta: dict[str, str] = {}
+    for element in tree.document.query_selector_all("meta[content]"):
+        key = (element.getattr("property") or element.getattr("name") or element.getattr("itemprop") or "").lower()
+        meta.setdefault(key, " ".join(element.getattr("content").split()))
+    h1 = tree.body.query_selector("h1") if tree.body else None
+    by_line = tree.document.query_selector("[rel=author]")
+    title = next((meta[k] for k in TITLE_KEYS if meta.get(k)), "") or (h1 and " ".join(h1.text.split())) or tree.title
+    author = next((meta[k] for k in AUTHOR_KEYS if meta.get(k)), "") or (by_line and " ".join(by_line.text.split()))
+    try:
+        date = find_date(html, original_date=True, outputformat="%Y-%m-%d")
+    except Exception:  # noqa: BLE001 - a page whose date cannot be parsed is still a document
+        date = None
+    return {"title": title or "", "date": date, "author": author or None}
 
 
 def unpipe(text: str) -> str:
@@ -215,9 +243,9 @@ def extract_main(html: str, url: str, second_opinion_below: float) -> dict:
     """Main text by the measured rule (module docstring), with title/date/author and which extractor won."""
     logging.disable(logging.WARNING)  # trafilatura and newspaper log every odd page
     fast = resiliparse_text(html)
-    doc = trafilatura_doc(html, url)
-    agreement = token_f1(doc["text"], fast)[2] if doc["text"] else 0.0
-    extractor, text, consulted = "trafilatura", doc["text"], False
+    text = trafilatura_text(html, url)
+    agreement = token_f1(text, fast)[2] if text else 0.0
+    extractor, consulted = "trafilatura", False
     if agreement < second_opinion_below or not text:
         consulted = True
         news = newspaper_text(html)
@@ -225,7 +253,7 @@ def extract_main(html: str, url: str, second_opinion_below: float) -> dict:
             extractor, text = "newspaper", news
     if not text.strip():
         extractor, text = "resiliparse", fast
-    return {**doc, "text": text.strip(), "extractor": extractor, "consulted_newspaper": consulted}
+    return {**page_metadata(html), "text": text.strip(), "extractor": extractor, "consulted_newspaper": consulted}
 
 
 # ---------------------------------------------------------------- isolation
@@ -369,7 +397,7 @@ def extract_document(body: bytes, charset: str | None, url: str, worker: Isolate
     if dropped:
         return {"reason": dropped[0], "detail": dropped[1]}
     return {
-        "reason": None, "title": result["title"] or "", "text": text, "date": result["date"],
+        "reason": None, "title": result["title"], "text": text, "date": result["date"],
         "author": result["author"], "language": language, "language_score": language_score,
         "chars": len(text), "words": len(text.split()), "extractor": result["extractor"],
         "consulted_newspaper": result["consulted_newspaper"],

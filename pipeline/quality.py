@@ -25,6 +25,7 @@ Each is on by default and off when its name is removed from `extract.heuristics`
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 TERMINAL_PUNCTUATION = ('.', '!', '?', '"', "'", ")", ":", "”", "’", "。", "！", "？")
@@ -56,9 +57,11 @@ def symbol_ratio(text: str) -> float:
     return (text.count("#") + text.count("...") + text.count("…")) / max(1, len(words))
 
 
+_WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
+
+
 def alpha_word_share(text: str) -> float:
-    words = text.split()
-    return sum(any(c.isalpha() for c in w) for w in words) / max(1, len(words))
+    return len(_WORD_WITH_LETTER.findall(text)) / max(1, len(text.split()))
 
 
 def repeated_line_share(text: str) -> float:

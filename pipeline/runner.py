@@ -79,9 +79,9 @@ def ensure_ray(config: Config) -> None:
         return
     address = config.ray.address or os.environ.get("RAY_ADDRESS", "")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address)
     else:
-        ray.init(num_cpus=config.ray.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=config.ray.num_cpus or os.cpu_count(), include_dashboard=False)
 
 
 def partition_fingerprint(config: Config, sections: tuple[str, ...], spec: Any) -> str:

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import storage
@@ -137,7 +138,7 @@ def encode_partition(spec: dict, ctx: RunContext) -> PartitionResult:
             writer.write(join_with_eot(encoded))
             doc_ids += [doc_id for doc_id, _ in keep]
             lengths += [len(t) + 1 for t in encoded]
-            text_bytes += sum(len(text.encode("utf-8", "surrogatepass")) for _, text in keep)
+            text_bytes += pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0
     counts["out"] = len(doc_ids)
     index = pa.table(
         [doc_ids, lengths, [storage.stable_hash(d) for d in doc_ids]], schema=INDEX_SCHEMA

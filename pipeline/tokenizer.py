@@ -62,8 +62,13 @@ def seed_cache(asset: Path, cache_dir: Path) -> Path:
             f"{asset}: tokenizer ranks file corrupt: sha256 {actual}, expected {RANKS_SHA256}; reinstall webtext"
         )
     cached = Path(cache_dir) / hashlib.sha1(RANKS_URL.encode()).hexdigest()
-    if not cached.exists() or hashlib.sha256(cached.read_bytes()).hexdigest() != RANKS_SHA256:
-        storage.write_bytes(cached, data)
+    try:
+        if not cached.exists() or hashlib.sha256(cached.read_bytes()).hexdigest() != RANKS_SHA256:
+            storage.write_bytes(cached, data)
+    except OSError as err:
+        raise TokenizerError(
+            f"{cached}: cannot write tiktoken's cache ({err}); set TIKTOKEN_CACHE_DIR to a writable folder"
+        ) from None
     return cached
 
 

@@ -19,7 +19,7 @@ def ray_session():
         # Workers import functions defined in test modules (tests/ is not a package).
         tests_dir = str(Path(__file__).resolve().parent)
         path = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()

@@ -28,7 +28,7 @@ MAIN, DISALLOW, ROBOTS_500, ROBOTS_404, CRAWL_DELAY, CRAWL_DELAY_CAPPED = (f"127
 POLITE = [f"127.0.0.{n}" for n in range(7, 10)]
 GIVE_UP, REDIRECT_TARGET = "127.0.0.10", "127.0.0.11"
 NOT_LISTENING = "127.0.0.99"
-TOLERANCE_S = 0.005  # event-loop timer and loopback connect jitter between the client's start and the server's
+TOLERANCE_S = 0.03  # when a request is sent vs when the server gets to log it, on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -290,14 +290,14 @@ def host_spacing_and_in_flight(accesses) -> tuple[float, int]:
 
 
 def test_crawl_delay_honoured_up_to_cap(server, tmp_path):
-    urls = [server.url(host, f"/page/{i}") for host in (CRAWL_DELAY, CRAWL_DELAY_CAPPED) for i in range(3)]
-    rows, _ = crawl_now(urls, tmp_path, make_config(max_crawl_delay_s=0.3))
+    urls = [server.url(host, f"/page/{i}") for host in (CRAWL_DELAY, CRAWL_DELAY_CAPPED) for i in range(2)]
+    rows, _ = crawl_now(urls, tmp_path, make_config(max_crawl_delay_s=0.7))
     assert all(r.reason == "ok" for r in rows.values())
     spacing, _ = host_spacing_and_in_flight(server.requests_to(CRAWL_DELAY))
-    assert spacing >= 0.5 - TOLERANCE_S
+    assert spacing >= 0.5 - TOLERANCE_S  # Crawl-delay: 0.5 beats per_host_delay_s = 0.02
     capped = sorted(a.start for a in server.requests_to(CRAWL_DELAY_CAPPED))
     gaps = [b - a for a, b in zip(capped, capped[1:])]
-    assert min(gaps) >= 0.3 - TOLERANCE_S and max(gaps) < 1.0  # Crawl-delay: 30 capped at 0.3 s
+    assert min(gaps) >= 0.7 - TOLERANCE_S and max(gaps) < 1.5  # Crawl-delay: 30 capped at 0.7 s
 
 
 @pytest.mark.parametrize("concurrency, delay, slow_ms", [(1, 0.2, 100), (2, 0.05, 300)])

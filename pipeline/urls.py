@@ -19,6 +19,7 @@ from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 _HOST_CHARS = re.compile(r"^[a-z0-9._-]+$")
+_SPACE = re.compile(r"\s")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -57,7 +58,7 @@ def normalize_url(url: str, tracking_params: tuple[str, ...] = (), max_length: i
     url = url.strip().replace("&amp;", "&")
     if len(url) > max_length:
         raise InvalidURL("url_invalid", f"longer than {max_length} characters")
-    if any(c.isspace() for c in url):
+    if _SPACE.search(url):
         raise InvalidURL("url_invalid", "contains whitespace")
     try:
         parts = urlsplit(url)

@@ -154,7 +154,8 @@ def test_bad_lines_are_counted_and_rejected_with_line_numbers(tmp_path):
         b"[1, 2, 3]",
     ]
     path = write_dump(tmp_path / "bad.jsonl", lines)
-    kept, rejects, counts, info = reddit.filter_dump(str(path), RedditConfig())
+    table, rejects, counts, info = reddit.filter_dump(str(path), RedditConfig())
+    kept = table.to_pylist()
     assert counts["in"] == 8
     assert counts["in"] == counts["out"] + sum(v for k, v in counts.items() if k not in ("in", "out"))
     assert counts["blank_line"] == 1 and counts["malformed_json"] == 2
@@ -165,10 +166,23 @@ def test_bad_lines_are_counted_and_rejected_with_line_numbers(tmp_path):
     assert titles["s"] == "bad \ufffd surrogate"
     assert {k["url"] for k in kept} == {"https://example.com/a", "https://example.com/nul", "https://example.com/s"}
     assert sorted((r["line"], r["reason"]) for r in rejects) == [
-        (3, "malformed_json"), (4, "below_min_score"), (7, "score_missing"),
+        (3, "malformed_json"), (7, "score_missing"),
         (8, "malformed_json")
     ]
     assert all(r["file"] == "bad.jsonl" for r in rejects)
+
+
+def test_self_posts_skipped_unparsed_only_when_unambiguous(tmp_path):
+    crosspost = link(5, url="https://example.com/x", crosspost_parent_list=[{"is_self": True}])
+    lines = [
+        json.dumps(link(1, is_self=True), separators=(",", ":")).encode(),
+        json.dumps(link(2, is_self=True)).encode(),
+        json.dumps(crosspost).encode(),
+        json.dumps(link(3, is_self=True)).encode()[:-10],
+    ]
+    _, rejects, counts, _ = reddit.filter_dump(str(write_dump(tmp_path / "s.jsonl", lines)), RedditConfig())
+    assert counts["self_post"] == 2 and counts["out"] == 1 and counts["malformed_json"] == 1
+    assert [r["line"] for r in rejects] == [4]
 
 
 @pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2", ".jsonl", ".ndjson"])
@@ -177,7 +191,7 @@ def test_every_format_reads_the_same(tmp_path, suffix):
     path = write_dump(tmp_path / f"RS_x{suffix}", records)
     kept, _, counts, _ = reddit.filter_dump(str(path), RedditConfig())
     assert counts["in"] == 50 and counts["below_min_score"] == 3
-    assert [k["reddit_id"] for k in kept] == [f"t{i}" for i in range(3, 50)]
+    assert kept.column("reddit_id").to_pylist() == [f"t{i}" for i in range(3, 50)]
 
 
 @pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2"])
@@ -189,7 +203,7 @@ def test_truncated_compressed_file_keeps_what_was_readable(tmp_path, suffix, cap
     kept, _, counts, info = reddit.filter_dump(str(cut), RedditConfig())
     assert info["truncated_files"] == 1
     assert 0 < counts["out"] < 20000
-    assert [k["reddit_id"] for k in kept] == [f"t{i}" for i in range(len(kept))]
+    assert kept.column("reddit_id").to_pylist() == [f"t{i}" for i in range(len(kept))]
     assert counts["in"] == counts["out"] + counts["malformed_json"]
     assert "damaged" in capsys.readouterr().err
 

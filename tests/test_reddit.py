@@ -185,6 +185,24 @@ def test_self_posts_skipped_unparsed_only_when_unambiguous(tmp_path):
     assert [r["line"] for r in rejects] == [4]
 
 
+def test_prescreen_agrees_with_the_full_rules(samples_dir):
+    """Wherever the byte-level prescreen decides, the parsed record gets the same reason."""
+    rules = reddit.SubmissionFilter(RedditConfig())
+    lines = [line for name in ("RS_v2_2005-07.jsonl", "pushshift_importer_test_submissions.jsonl")
+             for line in (samples_dir / name).read_bytes().splitlines()]
+    lines += [json.dumps({**link(i, score=i % 5), **extra}).encode() for i, extra in enumerate(
+        [{}, {"is_self": True}, {"removed_by_category": "spam"}, {"selftext": "[deleted]"},
+         {"url": "https://www.reddit.com/r/a/comments/b/c/"}, {"crosspost_parent_list": [{"score": 9}]},
+         {"score": None}, {"_meta": {"removal_type": "deleted"}}, {"score": "2"}])]
+    decided = Counter()
+    for line in lines:
+        reason = reddit.prescreen(line, 3)
+        if reason is not None:
+            decided[reason] += 1
+            assert rules.check(json.loads(line), Counter())[0] == reason, line[:200]
+    assert decided["self_post"] >= 12 and decided["below_min_score"] >= 2
+
+
 @pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2", ".jsonl", ".ndjson"])
 def test_every_format_reads_the_same(tmp_path, suffix):
     records = [link(i, url=f"https://site{i % 3}.com/{i}", score=i) for i in range(50)]

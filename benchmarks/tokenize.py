@@ -14,10 +14,21 @@ encode the same texts with the same thread count, in the same run:
   partition), from reading Parquet to fsynced shards, manifest and checksums. `ray.init` is outside the
   timing (the CLI pays it once per command, whatever the data size).
 
-Each side runs `--repeats` times (the stage from scratch into a fresh run directory each time). The baseline's
-best time counts. The stage's first run is reported on its own: its Ray workers start cold (import pyarrow and
-tiktoken, build the BPE tables: about 1-2 s per worker, once per command whatever the data size); the later
-runs reuse warm workers, which is what the stage costs per byte at scale. Target: stage >= 0.85x baseline.
+The two sides run alternately, `--repeats` times (the stage from scratch into a fresh run directory each time),
+and each repeat's ratio compares two measurements taken seconds apart, so that load from other jobs on the
+machine drifts less into the comparison. Repeat 1 of the stage starts cold: its Ray workers import pyarrow and
+tiktoken and build the BPE tables (about 1-2 s per worker, once per command whatever the data size); later
+repeats reuse warm workers, which is what the stage costs per byte at scale. The summary line is the median
+ratio of the warm repeats. Target: stage >= 0.85x baseline.
+
+Measured 2026-11-22 on the 2-core dev box while other jobs kept its load average at 10-20 (so noisy: the same
+baseline took 3.9-9.7 s), 32 MB, 8 partitions, 2 threads. Three invocations: median warm ratio 0.94x (load
+2.7 at the start, 7.7 at the end; warm repeats 0.52x, 1.29x, 1.05x, 0.83x), 0.74x and 0.60x (load 10-20); an
+earlier best-of-each version of the script gave 0.74x, 0.90x and 0.62x. Cold first repeats: 0.36x-0.60x.
+The stage's own per-partition work, run in one process without Ray on 8 MB, took less wall time than
+`encode_ordinary_batch(num_threads=1)` on the same texts (ratio 1.17-1.43x, batches of 256 documents allocate
+less than one batch of all), so the gap measured here is Ray's processes (driver, raylet, GCS, two workers)
+competing for two oversubscribed cores. The figure that counts needs a quiet machine with more cores.
 """
 
 from __future__ import annotations
@@ -25,16 +36,17 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
+import ray
 
 from pipeline import storage, tokenize
 from pipeline.config import Config
-from pipeline.runner import ensure_ray, open_run
+from pipeline.runner import open_run
 from pipeline.tokenizer import get_encoding
 
 
@@ -70,17 +82,16 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=24, help="corpus size in MB of UTF-8 text")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="Ray CPUs for the stage = baseline threads")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     docs = stdlib_documents(int(args.mb * 1e6))
     encoding = get_encoding()
     config = Config()
-    config.ray.num_cpus = args.threads
     config.dedup.enabled = False
     config.tokenize.shard_tokens = 1_000_000
     config.tokenize.val_fraction = 0.005
-    ensure_ray(config)
+    ray.init(address="local", num_cpus=args.threads, include_dashboard=False)  # never join another cluster
 
     baseline_s, stage_s, tokens = [], [], 0
     with tempfile.TemporaryDirectory(prefix="bench-tokenize-") as tmp:
@@ -101,17 +112,17 @@ def main() -> None:
             shutil.rmtree(run_dir)
 
     mb = sum(len(d.encode()) for d in docs) / 1e6
-    base = min(baseline_s)
     print(f"corpus: {len(docs)} documents, {mb:.1f} MB, {tokens:,} tokens (EOTs included); "
-          f"{args.threads} threads; {args.partitions} partitions; {args.repeats} repeats", file=sys.stderr)
-    rows = [(f"encode_ordinary_batch, in memory ({args.threads} threads), best", base)]
-    rows.append((f"tokenize stage, Parquet -> shards ({args.threads} Ray CPUs), first run (cold workers)", stage_s[0]))
-    if len(stage_s) > 1:
-        rows.append((f"tokenize stage, Parquet -> shards ({args.threads} Ray CPUs), best warm run", min(stage_s[1:])))
-    print("| path | seconds | tokens/s | vs baseline |")
+          f"{args.threads} threads; {args.partitions} partitions")
+    print(f"| repeat | encode_ordinary_batch in memory, {args.threads} threads: s, tokens/s "
+          f"| tokenize stage Parquet -> shards, {args.threads} Ray CPUs: s, tokens/s | stage vs baseline |")
     print("|---|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} | {base / seconds:.2f}x |")
+    for repeat, (base, stage) in enumerate(zip(baseline_s, stage_s), 1):
+        label = f"{repeat} (cold workers)" if repeat == 1 else str(repeat)
+        print(f"| {label} | {base:.2f} s, {tokens / base:,.0f} | {stage:.2f} s, {tokens / stage:,.0f} | {base / stage:.2f}x |")
+    warm = [b / s for b, s in zip(baseline_s[1:], stage_s[1:])]
+    if warm:
+        print(f"median warm ratio: {statistics.median(warm):.2f}x (target >= 0.85x)")
 
 if __name__ == "__main__":
     main()

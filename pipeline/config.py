@@ -78,14 +78,15 @@ class CrawlConfig:
     user_agent: str = "webtext-crawler/0.1 (+https://github.com/webtext/webtext)"
     # Requests in flight at once to one host.
     per_host_concurrency: int = 1
-    # Minimum seconds between the starts of two requests to one host.
+    # Minimum seconds between two requests to one host: after the previous one's start and its end.
     per_host_delay_s: float = 1.0
     # Extra random delay per request, as a fraction of per_host_delay_s (0.5 = up to +50%).
     delay_jitter: float = 0.5
     # robots.txt Crawl-delay is honoured up to this many seconds.
     max_crawl_delay_s: float = 10.0
-    # Hosts crawled concurrently by one task.
-    hosts_in_flight: int = 256
+    # Hosts crawled concurrently by one task. Politeness caps each host near one request per 1.35 s, so this
+    # sets a task's top speed (512: 300 pages/s in benchmarks/crawl.py); bodies held: up to this x page size.
+    hosts_in_flight: int = 512
     # Seconds to establish a TCP (and TLS) connection.
     connect_timeout_s: float = 10.0
     # Wall-clock seconds for a whole request, headers and body; a slow drip cannot outlast it.
@@ -154,15 +155,18 @@ class DedupConfig:
     # Jaccard similarity (of word n-gram shingle sets) from which two documents are near-duplicates;
     # 0.7 catches articles re-posted with a few percent of words changed (pipeline/dedup.py, S-curve).
     threshold: float = 0.7
-    # MinHash permutations per signature (256: 94% of pairs at J = 0.8 become candidates, 128: 87%).
+    # MinHash permutations per signature (256 estimates J within +-0.03; see the S-curves in pipeline/dedup.py).
     num_perm: int = 256
     # Word n-gram size of shingles.
     ngram: int = 5
     # MinHash seed: signatures equal datasketch.MinHash(num_perm, seed).
     seed: int = 1
-    # Bands x rows; both 0 derives them from threshold with datasketch's optimal-parameter rule (25 x 10).
+    # Bands x rows; both 0 derives them with datasketch's optimal-parameter rule (32 x 8 by default).
     bands: int = 0
     rows: int = 0
+    # Weight of false negatives in that rule (false positives get 1 - it). Above 0.5 because verification
+    # removes false positives, while a missed pair stays missed.
+    false_negative_weight: float = 0.9
     # Check each candidate by estimated Jaccard >= threshold before joining clusters.
     verify: bool = True
     # Buckets the band keys are shuffled into (one phase-2 task each); 0 means one per docs partition.

@@ -20,31 +20,37 @@ What counts as a duplicate. Text is normalized as in pipeline/minhash.py (NFKC, 
 runs -> one space). Exact duplicates share the blake2b-128 hash of the normalized text. Near duplicates
 are pairs whose word 5-gram shingle sets have a Jaccard similarity of about `threshold` or more, found with
 MinHash LSH: each signature (datasketch-equal, pipeline/minhash.py) is cut into `bands` bands of `rows`
-values; two documents are candidates when any band is equal. A document with fewer words than `ngram`
-is one shingle (its whole text); an empty one takes part in the exact hash only. Clusters are the
-connected components of the duplicate edges; the survivor is the document with the highest Reddit
-score_sum, then the most characters, then the smallest doc_id.
+values, each keyed by `minhash.band_keys`; two documents are candidates when any band is equal. A document
+with fewer words than `ngram` is one shingle (its whole text); an empty one takes part in the exact hash
+only. Clusters are the connected components of the duplicate edges; the survivor is the document with the
+highest Reddit score_sum, then the most characters, then the smallest doc_id.
 
-Defaults, threshold 0.7 and 256 permutations. datasketch's optimal-parameter rule (equal weights on false
-positives and negatives, `datasketch.lsh._optimal_param`) gives 25 bands x 10 rows, whose probability of
-making a pair a candidate, 1 - (1 - J^10)^25, is:
+Defaults: threshold 0.7, 256 permutations, 32 bands x 8 rows. The bands and rows come from datasketch's
+optimal-parameter rule (`datasketch.lsh._optimal_param`, what `MinHashLSH(threshold, num_perm, weights)`
+uses) with false negatives weighted 0.9: verification removes false positives at the cost of one
+signature comparison, while a pair that shares no band is lost for good. Probability that a pair with
+Jaccard J becomes a candidate, 1 - (1 - J^rows)^bands:
 
-| Jaccard J   | 0.3    | 0.5   | 0.6   | 0.7   | 0.8   | 0.9    |
-|-------------|--------|-------|-------|-------|-------|--------|
-| 256 @ 0.7   | 0.0001 | 0.024 | 0.141 | 0.512 | 0.942 | 1.0000 |
-| 128 @ 0.7   | 0.0003 | 0.027 | 0.132 | 0.438 | 0.867 | 0.9990 |
-| 256 @ 0.8   | 0.0000 | 0.001 | 0.008 | 0.078 | 0.456 | 0.9801 |
+| J                                | 0.3    | 0.5    | 0.6    | 0.7    | 0.75   | 0.8    | 0.9    |
+|----------------------------------|--------|--------|--------|--------|--------|--------|--------|
+| 256, weights 0.1/0.9: 32 x 8     | 0.0021 | 0.1177 | 0.4184 | 0.8504 | 0.9658 | 0.9972 | 1.0000 |
+| 256, weights 0.5/0.5: 25 x 10    | 0.0001 | 0.0241 | 0.1407 | 0.5115 | 0.7652 | 0.9416 | 1.0000 |
+| 128, weights 0.5/0.5: 14 x 9     | 0.0003 | 0.0270 | 0.1322 | 0.4382 | 0.6647 | 0.8670 | 0.9990 |
 
-0.7 rather than 0.8 because the near-duplicates that matter on the web are the same article re-posted
-with small edits, and a few edited words cost many shingles: 3% of words replaced (the dry-run web's
-near-duplicates) leaves J = 0.74-0.87, which 0.8 misses half the time. 256 rather than 128 permutations
-because 128 finds only 87% of the pairs at J = 0.8, and because verification estimates J from the
-signature with a standard error of sqrt(J(1-J)/256) = 0.029 at J = 0.6, so a pair at J = 0.6 passes the
-0.7 check with probability 0.0007. The cost is the permutation step, a minor part of signing (the
-benchmark's table). With `verify` on (the default) a candidate group is checked by estimated Jaccard: its
-members, in doc_id order, are compared with the group's "leaders" (the first member, then every member
-that matched no earlier leader) and linked to each leader they reach `threshold` with; without it every
-member is linked to the first. Exact groups are linked without a check.
+0.7 because the near-duplicates that matter are the same article re-posted with small edits, and a few
+edited words cost many shingles: 3% of words replaced (the dry-run web's near-duplicates) leaves
+J = 0.74-0.87, mostly below 0.8. 256 permutations because verification estimates J from the signatures:
+with 256 values a pair at J = 0.6 passes the 0.7 check with probability 0.0004 and one at J = 0.78 fails it
+with probability 0.002 (128 values: 0.010 and 0.016), and because 256 makes the 32 x 8 curve above, which
+finds 99.7% of the pairs at J = 0.8 (the equal-weight 25 x 10: 94%; 128 permutations: 87%). The cost is
+the permutation step, the smaller part of signing (benchmarks/dedup.py).
+
+Verification (`verify`, on by default): in candidate groups (documents sharing a band) of up to 64
+members, every distinct pair is checked once and linked when its estimated Jaccard is >= threshold; in a
+bigger group (a page copied hundreds of times) a member is linked to each "leader" it reaches the
+threshold with, the leaders being the first member in doc_id order and every member that reached no
+earlier leader, so the cost grows with members x leaders instead of members squared. Without verification
+every member is linked to the first. Exact groups are linked without a check.
 
 Phases, each a `run_partitions` call (resumable, one Ray task per partition), so that no process holds an
 index of the whole corpus:
@@ -61,7 +67,7 @@ index of the whole corpus:
 
 Grouping is by exact key, members are ordered by doc_id and every decision depends only on documents, so
 the number of docs partitions or buckets does not change the result (tested), and a rerun writes the same
-bytes. Memory per task: phase 1 about 30 bytes per band per document of its partition plus one batch of
+bytes. Memory per task: phase 1 about 60 bytes per band per document of its partition plus one batch of
 text; phase 2 its bucket's keys plus its candidates' signatures; the driver only documents that have a
 duplicate. `dedup/_work/` is scratch (about 1.7 KB per document) kept for resuming; delete it after the run.
 """
@@ -88,14 +94,17 @@ SIGN_PHASE, PAIRS_PHASE, DOCS_PHASE = "dedup/_work/signatures", "dedup/_work/pai
 CLUSTERS_DIR = "dedup/_work/clusters"
 EXACT_BAND = -1  # the band number of exact-duplicate keys (normalized-text hashes)
 BATCH_DOCS = 2048  # documents signed per compiled call; bounds the text held at once
-SIM_CHUNK = 16384  # group members compared per numpy step in verification
+SIM_CHUNK = 16384  # signature pairs compared per numpy step in verification
+# Groups up to this size are verified pair by pair (<= 2016 pairs); bigger ones (a page copied hundreds of
+# times) against leaders, so their cost grows with members x leaders instead of members squared.
+PAIRWISE_MAX_GROUP = 64
 
 
 # --- LSH parameters -------------------------------------------------------------------------------------
 
 
 def lsh_params(config: DedupConfig) -> tuple[int, int]:
-    """(bands, rows): as configured, else datasketch's optimum for threshold and num_perm."""
+    """(bands, rows): as configured, else datasketch's optimum for threshold, num_perm and the weights."""
     if config.bands or config.rows:
         if config.bands < 1 or config.rows < 1 or config.bands * config.rows > config.num_perm:
             raise StageError(
@@ -103,7 +112,8 @@ def lsh_params(config: DedupConfig) -> tuple[int, int]:
                 f"dedup.num_perm={config.num_perm} values; set both, or both to 0 to derive them from threshold"
             )
         return config.bands, config.rows
-    return _optimal_param(config.threshold, config.num_perm, 0.5, 0.5)
+    weight = config.false_negative_weight
+    return _optimal_param(config.threshold, config.num_perm, 1.0 - weight, weight)
 
 
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
@@ -120,20 +130,6 @@ def text_hash(normalized: str) -> tuple[int, int]:
     return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
 
 
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands, 2) uint64: blake2b-128 of each band's values (equal bands <=> equal keys, up to 2^-128)."""
-    keys = np.empty((len(sigs), bands, 2), dtype=np.uint64)
-    width = rows * 4
-    flat = keys.reshape(-1, 2)
-    for i, row in enumerate(sigs):
-        raw = row.tobytes()
-        digests = b"".join(
-            hashlib.blake2b(raw[j * width : (j + 1) * width], digest_size=16).digest() for j in range(bands)
-        )
-        flat[i * bands : (i + 1) * bands] = np.frombuffer(digests, dtype="<u8").reshape(bands, 2)
-    return keys
-
-
 def find_groups(band: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows sharing (band, key) with at least one other row: (order, group sizes), groups contiguous in order."""
     order = np.lexsort((k1, k0, band))
@@ -146,33 +142,38 @@ def find_groups(band: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> tuple[np.nd
     return order[keep], sizes[sizes >= 2]
 
 
-def link_groups(sizes: np.ndarray, sigs: np.ndarray | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Edges (i, j) between members laid out group after group (each group in doc_id order).
+def link_groups(sizes: np.ndarray, members: np.ndarray, sigs: np.ndarray | None,
+                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Duplicate edges (a, b), a < b, among candidate groups of documents.
 
-    Without signatures every member is linked to its group's first member. With them, a member is linked to
-    every leader of its group whose estimated Jaccard with it is >= threshold; leaders are the first member
-    and each member that reached no earlier leader. Almost every group has all members close to the first
-    one, which is checked for all groups at once; only the others are walked one member at a time.
+    `members` holds document numbers group after group, each group in ascending order; `sigs[d]` is the
+    signature of document d. Without signatures every member is linked to its group's first member. With
+    them, every distinct pair in groups of up to PAIRWISE_MAX_GROUP members is checked once (a pair shares
+    up to `bands` groups) and linked when its estimated Jaccard is >= threshold; in a bigger group a member
+    is linked to every "leader" it reaches threshold with, the leaders being the first member and each
+    member that reached no earlier leader.
     """
     starts = np.cumsum(sizes) - sizes
-    first = np.repeat(starts, sizes)
-    member = np.arange(len(first))
     if sigs is None:
-        rest = member != first
-        return first[rest], member[rest]
+        return _unique_pairs(np.repeat(members[starts], sizes), members)
+    left, right = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for size in np.unique(sizes[sizes <= PAIRWISE_MAX_GROUP]):
+        i, j = np.triu_indices(size, 1)
+        group_starts = starts[sizes == size][:, None]
+        left.append(members[(group_starts + i).ravel()])
+        right.append(members[(group_starts + j).ravel()])
+    a, b = _unique_pairs(np.concatenate(left), np.concatenate(right))
     need = int(np.ceil(threshold * sigs.shape[1] - 1e-9))  # equal values needed to reach the threshold
-    close = np.empty(len(first), dtype=bool)
-    for lo in range(0, len(first), SIM_CHUNK):
-        hi = lo + SIM_CHUNK
-        close[lo:hi] = (sigs[lo:hi] == sigs[first[lo:hi]]).sum(axis=1) >= need
-    simple = np.logical_and.reduceat(close, starts) if len(starts) else np.zeros(0, dtype=bool)
-    easy = np.repeat(simple, sizes) & (member != first)
-    src, dst = [first[easy]], [member[easy]]
-    for start, size in zip(starts[~simple], sizes[~simple]):
-        group_src, group_dst = _walk_leaders(sigs[start : start + size], need)
-        src.append(group_src + start)
-        dst.append(group_dst + start)
-    return np.concatenate(src), np.concatenate(dst)
+    close = np.zeros(len(a), dtype=bool)
+    for lo in range(0, len(a), SIM_CHUNK):
+        close[lo : lo + SIM_CHUNK] = (sigs[a[lo : lo + SIM_CHUNK]] == sigs[b[lo : lo + SIM_CHUNK]]).sum(axis=1) >= need
+    left, right = [a[close]], [b[close]]
+    for start, size in zip(starts[sizes > PAIRWISE_MAX_GROUP], sizes[sizes > PAIRWISE_MAX_GROUP]):
+        group = members[start : start + size]
+        i, j = _walk_leaders(sigs[group], need)
+        left.append(group[i])
+        right.append(group[j])
+    return _unique_pairs(np.concatenate(left), np.concatenate(right))
 
 
 def _walk_leaders(sigs: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +186,14 @@ def _walk_leaders(sigs: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
         else:
             leaders.append(m)
     return np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64)
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct unordered pairs as (smaller, larger), sorted, without self pairs."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    n = int(hi.max()) + 1 if len(hi) else 1
+    pairs = np.unique(lo[lo != hi].astype(np.int64) * n + hi[lo != hi])
+    return pairs // n, pairs % n
 
 
 def connected_components(num_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -223,9 +232,9 @@ def _node_dtype(id_width: int, num_perm: int) -> np.dtype:
 def _sign_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     config = ctx.config.dedup
     docs = pq.ParquetFile(ctx.path(spec["docs"]))
-    ids = docs.read(columns=["doc_id"]).column("doc_id").fill_null("").to_pylist()
+    ids = [i.encode() for i in docs.read(columns=["doc_id"]).column("doc_id").fill_null("").to_pylist()]
     num_docs = len(ids)
-    id_width = max([len(i.encode()) for i in ids] + [1])
+    id_width = max([len(i) for i in ids] + [1])
     perms = minhash.permutations(config.num_perm, config.seed)
     bands, rows, num_buckets = spec["bands"], spec["rows"], spec["num_buckets"]
     sig_path = ctx.part_path(SIGN_PHASE, spec["index"], "npy")
@@ -268,10 +277,11 @@ def _key_rows(start: int, sigs: np.ndarray, hashes: np.ndarray, has_words: list[
               rows: int) -> dict[str, np.ndarray]:
     """Key rows of one batch: the exact key of every document, a band key per band of those with words."""
     signed = np.flatnonzero(has_words)
-    keys = band_keys(sigs[signed], bands, rows)
+    keys = minhash.band_keys(sigs[signed], bands, rows)
     n = len(sigs)
     return {
-        "band": np.concatenate([np.full(n, EXACT_BAND, np.int16), np.tile(np.arange(bands, dtype=np.int16), len(signed))]),
+        "band": np.concatenate([np.full(n, EXACT_BAND, np.int16),
+                                np.tile(np.arange(bands, dtype=np.int16), len(signed))]),
         "k0": np.concatenate([hashes[:, 0], keys[:, :, 0].ravel()]),
         "k1": np.concatenate([hashes[:, 1], keys[:, :, 1].ravel()]),
         "row": np.concatenate([np.arange(n, dtype=np.int32), np.repeat(signed.astype(np.int32), bands)]) + start,
@@ -281,7 +291,7 @@ def _key_rows(start: int, sigs: np.ndarray, hashes: np.ndarray, has_words: list[
 def _write_keys(path: Path, keys: dict[str, np.ndarray], num_buckets: int) -> None:
     """One row group per non-empty bucket, so a bucket task reads only its own rows."""
     bucket = (keys["k0"] % np.uint64(num_buckets)).astype(np.int32)
-    order = np.lexsort((keys["row"], keys["k1"], keys["k0"], keys["band"], bucket))
+    order = np.argsort(bucket, kind="stable")
     table = pa.table({"bucket": bucket[order], **{name: col[order] for name, col in keys.items()}})
     bounds = np.searchsorted(table.column("bucket").to_numpy(), np.arange(num_buckets + 1))
     with storage.atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, **storage.PARQUET_OPTIONS) as w:
@@ -334,29 +344,21 @@ def _pair_bucket(spec: dict, ctx: RunContext) -> PartitionResult:
     keys = _read_bucket(ctx, spec["num_parts"], spec["bucket"])
     order, sizes = find_groups(keys["band"], keys["k0"], keys["k1"])
     # The distinct documents among group members, loaded once each and numbered in doc_id order.
-    unique_keys, member_node = np.unique(keys["part"][order].astype(np.int64) << 32 | keys["row"][order],
-                                         return_inverse=True)
+    unique_keys, member = np.unique(keys["part"][order].astype(np.int64) << 32 | keys["row"][order],
+                                    return_inverse=True)
     nodes = _load_nodes(ctx, unique_keys)
     by_id = np.argsort(nodes["doc_id"], kind="stable")
     nodes = {name: values[by_id] for name, values in nodes.items()}
     renumber = np.empty(len(by_id), dtype=np.int64)
     renumber[by_id] = np.arange(len(by_id))
-    member_node = renumber[member_node]
-    starts = np.cumsum(sizes) - sizes
-    is_exact = keys["band"][order][starts] == EXACT_BAND
-    member_node = member_node[np.lexsort((member_node, np.repeat(np.arange(len(sizes)), sizes)))]
-    src, dst, linked_members = [], [], 0
-    for exact in (True, False):
-        chosen = member_node[np.repeat(is_exact == exact, sizes)]
-        sigs = nodes["sig"][chosen] if config.verify and not exact else None
-        s, d = link_groups(sizes[is_exact == exact], sigs, config.threshold)
-        src.append(chosen[s])
-        dst.append(chosen[d])
-        linked_members += len(np.union1d(s, d))
-    src, dst = np.concatenate(src), np.concatenate(dst)
-    n = max(len(by_id), 1)
-    pairs = np.unique(np.minimum(src, dst) * n + np.maximum(src, dst))
-    a, b = pairs // n, pairs % n
+    member = renumber[member]
+    member = member[np.lexsort((member, np.repeat(np.arange(len(sizes)), sizes)))]  # each group by doc_id
+    exact = keys["band"][order][np.cumsum(sizes) - sizes] == EXACT_BAND
+    in_exact = np.repeat(exact, sizes)
+    a, b = _unique_pairs(*map(np.concatenate, zip(
+        link_groups(sizes[exact], member[in_exact], None, config.threshold),
+        link_groups(sizes[~exact], member[~in_exact], nodes["sig"] if config.verify else None, config.threshold),
+    )))
     linked = np.union1d(a, b)
     edges = pa.table({"a": pa.array(nodes["doc_id"][a], pa.string()), "b": pa.array(nodes["doc_id"][b], pa.string())})
     node_table = pa.table({
@@ -371,22 +373,21 @@ def _pair_bucket(spec: dict, ctx: RunContext) -> PartitionResult:
     nodes_path = ctx.part_path(PAIRS_PHASE, spec["bucket"], "nodes.parquet")
     storage.write_parquet(edges_path, edges)
     storage.write_parquet(nodes_path, node_table)
-    members = int(sizes.sum())
     return PartitionResult(
-        counts={"in": members, "out": linked_members, "below_threshold": members - linked_members},
+        counts={"in": len(by_id), "out": len(linked), "no_similar_candidate": len(by_id) - len(linked)},
         files=[edges_path, nodes_path],
-        info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(is_exact.sum()),
-              "largest_group": int(sizes.max()) if len(sizes) else 0, "edges": edges.num_rows},
+        info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(exact.sum()),
+              "edges": edges.num_rows},
     )
 
 
 # --- phase 3 (driver): clusters and survivors -----------------------------------------------------------
 
 
-def _cluster(ctx: RunContext, pair_commits: list[dict], num_parts: int) -> dict:
+def _cluster(ctx: RunContext, num_buckets: int, num_parts: int) -> dict:
     """Union-find over every bucket's edges; writes clusters.parquet and the per-partition cluster files."""
-    edges = storage.read_parquet([ctx.part_path(PAIRS_PHASE, i, "edges.parquet") for i in range(len(pair_commits))])
-    nodes = storage.read_parquet([ctx.part_path(PAIRS_PHASE, i, "nodes.parquet") for i in range(len(pair_commits))])
+    edges = storage.read_parquet([ctx.part_path(PAIRS_PHASE, b, "edges.parquet") for b in range(num_buckets)])
+    nodes = storage.read_parquet([ctx.part_path(PAIRS_PHASE, b, "nodes.parquet") for b in range(num_buckets)])
     doc_id = nodes.column("doc_id").to_numpy(zero_copy_only=False).astype(str)
     doc_id, first = np.unique(doc_id, return_index=True)  # a document is a node of every bucket it is in
     facts = {name: nodes.column(name).to_numpy()[first] for name in ("part", "score_sum", "chars", "h0", "h1")}
@@ -415,8 +416,6 @@ def _cluster(ctx: RunContext, pair_commits: list[dict], num_parts: int) -> dict:
         "clusters": int(counts.sum()),
         "documents_in_clusters": len(doc_id),
         "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-        "exact_duplicates": int((exact & (survivor != np.arange(len(doc_id)))).sum()),
-        "fuzzy_duplicates": int((~exact).sum()),
         "size_histogram": {str(s): int(c) for s, c in zip(sizes, counts)},
     }
 
@@ -454,7 +453,8 @@ def _write_survivors(spec: dict, ctx: RunContext) -> PartitionResult:
 
 def _digest(commits: list[dict]) -> str:
     """Changes whenever any upstream partition was redone with other inputs or outputs."""
-    return hashlib.sha256(json.dumps([[c["fingerprint"], c["files"]] for c in commits]).encode()).hexdigest()[:16]
+    text = json.dumps([[c["fingerprint"], c["files"]] for c in commits], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run(ctx: RunContext) -> dict:
@@ -478,21 +478,19 @@ def run(ctx: RunContext) -> dict:
     pairs = run_partitions(ctx, PAIRS_PHASE, [
         {"bucket": b, "num_parts": len(docs), "inputs": _digest(sign)} for b in range(num_buckets)
     ], _pair_bucket, SECTIONS)
-    clusters = _cluster(ctx, pairs, len(docs))
+    clusters = _cluster(ctx, num_buckets, len(docs))
     survivors = run_partitions(ctx, DOCS_PHASE, [
         {"index": i, "docs": ctx.rel(p), "clusters": f"{CLUSTERS_DIR}/part-{i:05d}.parquet",
          "clusters_sha256": storage.sha256_file(ctx.part_path(CLUSTERS_DIR, i, "parquet"))}
         for i, p in enumerate(docs)
     ], _write_survivors, SECTIONS)
     stats = summarize(survivors, time.monotonic() - started)
-    candidates = summarize(pairs, 0)
     stats["lsh"] = {
         "threshold": config.threshold, "num_perm": config.num_perm, "ngram": config.ngram, "bands": bands,
         "rows": rows, "verify": config.verify, "num_buckets": num_buckets,
         "s_curve": {str(j): round(candidate_probability(j, bands, rows), 4) for j in (0.3, 0.5, 0.7, 0.9)},
     }
-    stats["candidates"] = {"group_members": candidates["records_in"], "linked": candidates["records_out"],
-                           **candidates["dropped"], **candidates["info"]}
+    stats["candidates"] = summarize(pairs, 0)["info"]
     stats["signatures"] = summarize(sign, 0)["info"]
     stats["clusters"] = clusters
     return write_stats(ctx, "dedup", stats)

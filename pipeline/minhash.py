@@ -1,6 +1,6 @@
 """MinHash signatures of word n-gram shingles, compiled: equal to datasketch's, many times faster.
 
-    sigs = signatures(texts, ngram=5, permutations=permutations(num_perm=256, seed=1))   # (n, 256) uint32
+    sigs = signatures([normalize(t) for t in texts], 5, permutations(256, seed=1))   # (n, 256) uint32
 
 Row i equals `datasketch.MinHash(num_perm, seed)` updated with every `shingles(normalize(texts[i]), ngram)`
 (datasketch >= 2.0, its default "affine32" scheme; tests/test_dedup.py checks it):
@@ -16,6 +16,10 @@ datasketch's `update` runs this in Python and numpy calls per shingle, and `upda
 shingle in a Python loop (hashlib costs ~0.6 us a call on our machines). Here all of it, SHA-1 included,
 runs in one numba-compiled loop over a batch of documents, with no Python object per shingle; the
 measured speedups are in benchmarks/dedup.py.
+
+`band_keys(sigs, bands, rows)` gives each band of a signature a 128-bit key (the first 16 bytes of the SHA-1
+of the band's values, computed by the same compiled SHA-1), so LSH buckets compare 16 bytes, whatever
+`rows` is; equal bands have equal keys, and unequal ones collide with probability 2^-128.
 
 Text rule (the same for the exact-duplicate hash in pipeline/dedup.py): `normalize` applies Unicode NFKC,
 lowercases, and collapses every run of whitespace into one space (no leading or trailing space);
@@ -57,6 +61,15 @@ def permutations(num_perm: int, seed: int) -> np.ndarray:
     return np.array([a, b])
 
 
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands, 2) uint64: the first 16 bytes of SHA-1(sig[band * rows:(band + 1) * rows].tobytes()), read
+    as two big-endian words."""
+    data = np.ascontiguousarray(sigs, dtype="<u4").view(np.uint8).reshape(-1)
+    keys = np.empty((len(sigs), bands, 2), dtype=np.uint64)
+    _band_keys(data, sigs.shape[1] * 4 if len(sigs) else 0, rows * 4, keys)
+    return keys
+
+
 def signatures(normalized_texts: list[str], ngram: int, perms: np.ndarray) -> np.ndarray:
     """(len(texts), num_perm) uint32 MinHash signatures of already normalized texts."""
     encoded = [t.encode() for t in normalized_texts]
@@ -74,8 +87,8 @@ def _rotl(x, n):
 
 
 @numba.njit(cache=True)
-def _sha1_hash32(data, start, end, w):
-    """sha1_hash32(bytes(data[start:end])); `w` is an 80-word scratch array."""
+def _sha1(data, start, end, w):
+    """The SHA-1 digest of bytes(data[start:end]) as five 32-bit words; `w` is an 80-word scratch array."""
     length = end - start
     h0, h1, h2 = np.uint64(0x67452301), np.uint64(0xEFCDAB89), np.uint64(0x98BADCFE)
     h3, h4 = np.uint64(0x10325476), np.uint64(0xC3D2E1F0)
@@ -121,7 +134,13 @@ def _sha1_hash32(data, start, end, w):
         h2 = (h2 + c) & _MASK32
         h3 = (h3 + d) & _MASK32
         h4 = (h4 + e) & _MASK32
-    # The digest's first 4 bytes are h0 big-endian; datasketch reads them little-endian.
+    return h0, h1, h2, h3, h4
+
+
+@numba.njit(cache=True, inline="always")
+def _sha1_hash32(data, start, end, w):
+    """datasketch's sha1_hash32: the digest's first 4 bytes (h0, big-endian) read little-endian."""
+    h0 = _sha1(data, start, end, w)[0]
     return (
         ((h0 & np.uint64(0xFF)) << np.uint64(24))
         | (((h0 >> np.uint64(8)) & np.uint64(0xFF)) << np.uint64(16))
@@ -167,3 +186,14 @@ def _signatures(data, bounds, ngram, a, b, out):
                 for k in range(num_perm):
                     mins[k] = min(mins[k], np.uint32(a[k] * h + b[k]))  # uint32: wraps mod 2^32
         out[doc, :] = mins
+
+
+@numba.njit(cache=True)
+def _band_keys(data, sig_bytes, band_bytes, keys):
+    w = np.empty(80, dtype=np.uint64)
+    for doc in range(keys.shape[0]):
+        for band in range(keys.shape[1]):
+            start = doc * sig_bytes + band * band_bytes
+            h0, h1, h2, h3, _ = _sha1(data, start, start + band_bytes, w)
+            keys[doc, band, 0] = (h0 << np.uint64(32)) | h1
+            keys[doc, band, 1] = (h2 << np.uint64(32)) | h3

@@ -12,8 +12,9 @@ Forbidden unless `allow_private_networks` is set: loopback, private (RFC 1918, U
 link-local, multicast, reserved, unspecified and documentation ranges, for IPv4 and IPv6, including IPv4
 addresses embedded in IPv6 (IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`).
 
-Host names under `.invalid` (RFC 6761 section 6.4) are refused by `SpecialNameResolver` without a lookup,
-as that RFC asks of resolver libraries; every other name goes to aiohttp's default resolver.
+`SpecialNameResolver` answers the RFC 6761 special names itself, as that RFC asks of resolver libraries:
+`localhost` (and names under it) is loopback, which the policy above then refuses, and names under `.invalid`
+never resolve; neither causes a DNS query. Every other name goes to aiohttp's default resolver.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def guarded_socket_factory(allowed: Callable[[IPAddress], bool]):
 
 
 class SpecialNameResolver(AbstractResolver):
-    """aiohttp's default resolver, except that names under `.invalid` fail at once without a query."""
+    """aiohttp's default resolver, except for `localhost` (loopback) and `.invalid` (fails), answered here."""
 
     def __init__(self):
         self._inner = DefaultResolver()
@@ -88,6 +89,9 @@ class SpecialNameResolver(AbstractResolver):
         name = host.rstrip(".").lower()
         if name == "invalid" or name.endswith(".invalid"):
             raise OSError(f"{host}: names under .invalid never resolve (RFC 6761)")
+        if name == "localhost" or name.endswith(".localhost"):
+            return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0,
+                                  flags=socket.AI_NUMERICHOST)]
         return await self._inner.resolve(host, port, family)
 
     async def close(self) -> None:

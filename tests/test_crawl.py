@@ -2,7 +2,8 @@
 
 The server (tests/hostile_server.py) is real and listens on several 127.0.0.N addresses, one "host" each.
 Tests that fetch from it set allow_private_networks; one shows the default config refuses loopback. No
-traffic leaves 127.0.0.0/8: the only non-loopback name used is under .invalid, which is never looked up.
+traffic leaves 127.0.0.0/8: the only names used are `localhost` and one under `.invalid`, both answered by
+pipeline/netsafe.py without a DNS query.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MAIN, DISALLOW, ROBOTS_500, ROBOTS_404, CRAWL_DELAY, CRAWL_DELAY_CAPPED = (f"127
 POLITE = [f"127.0.0.{n}" for n in range(7, 10)]
 GIVE_UP, REDIRECT_TARGET = "127.0.0.10", "127.0.0.11"
 NOT_LISTENING = "127.0.0.99"
-TOLERANCE_S = 0.03  # when a request is sent vs when the server gets to log it, on a busy 2-core machine
+TOLERANCE_S = 0.01  # timer granularity and loopback delivery; both ends stamp the request on the wire
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def server():
     hosts = [MAIN, DISALLOW, ROBOTS_500, ROBOTS_404, CRAWL_DELAY, CRAWL_DELAY_CAPPED, *POLITE, GIVE_UP,
              REDIRECT_TARGET]
     robots_rules = {
-        DISALLOW: "User-agent: *\nDisallow: /\n\nUser-agent: webtext-crawler\nDisallow: /page/private\nAllow: /page/private/open\n",
+        DISALLOW: "User-agent: *\nDisallow: /\n\n"
+                  "User-agent: webtext-crawler\nDisallow: /page/private\nAllow: /page/private/open\n",
         ROBOTS_500: 500,
         ROBOTS_404: 404,
         CRAWL_DELAY: "User-agent: *\nCrawl-delay: 0.5\n",
@@ -300,8 +302,11 @@ def test_crawl_delay_honoured_up_to_cap(server, tmp_path):
     assert min(gaps) >= 0.7 - TOLERANCE_S and max(gaps) < 1.5  # Crawl-delay: 30 capped at 0.7 s
 
 
-@pytest.mark.parametrize("concurrency, delay, slow_ms", [(1, 0.2, 100), (2, 0.05, 300)])
-def test_politeness_seen_by_server(server, tmp_path, concurrency, delay, slow_ms):
+# With one request in flight per host the delay counts from the previous request's end, so it holds on the
+# wire; with two, starts are scheduled delay apart and a request's connection setup can shift its bytes by
+# a few milliseconds on a loaded machine.
+@pytest.mark.parametrize("concurrency, delay, slow_ms, tolerance", [(1, 0.2, 100, TOLERANCE_S), (2, 0.05, 300, 0.03)])
+def test_politeness_seen_by_server(server, tmp_path, concurrency, delay, slow_ms, tolerance):
     tag = uuid.uuid4().hex
     urls = sorted(server.url(host, f"/slow/{slow_ms}/{tag}/{i}") for host in POLITE for i in range(5))
     config = make_config(per_host_concurrency=concurrency, per_host_delay_s=delay, delay_jitter=0.5)
@@ -312,7 +317,7 @@ def test_politeness_seen_by_server(server, tmp_path, concurrency, delay, slow_ms
         accesses = [a for a in server.requests_to(host) if tag in a.path or a.path == "/robots.txt"][-6:]
         everything += accesses
         spacing, peak = host_spacing_and_in_flight(accesses)
-        assert spacing >= delay - TOLERANCE_S
+        assert spacing >= delay - tolerance
         assert peak == concurrency  # never above the limit, and the limit is used
     _, overall_peak = host_spacing_and_in_flight(everything)
     assert overall_peak >= len(POLITE)  # hosts are crawled at the same time

@@ -119,7 +119,8 @@ def test_signatures_equal_datasketch():
     rng = random.Random(1)
     vocab = _vocabulary(rng) + ["naïve", "日本語のテキスト", "x" * 70, "emoji🙂", "ß"]
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 120))) for _ in range(40)]
-    texts += ["", "one", "a b c d", "Ünïcödé   text with   ＦＵＬＬ width", "y" * 300]  # 300 bytes: 5 SHA-1 blocks
+    texts += ["", "one", "a b c d", "Ünïcödé   text with   ＦＵＬＬ width"]
+    texts += ["y" * 300]  # a 300-byte shingle: 5 SHA-1 blocks
     normalized = [minhash.normalize(t) for t in texts]
     for num_perm, seed in ((256, 1), (64, 7)):
         perms = minhash.permutations(num_perm, seed)
@@ -135,24 +136,34 @@ def test_signatures_equal_datasketch():
     assert np.array_equal(minhash.signatures(normalized[:1], 5, minhash.permutations(256, 1))[0], one.hashvalues)
 
 
+def test_band_keys_are_sha1_of_band_values():
+    sigs = minhash.signatures(["a b c d e f g", "another text of several words", ""], 5, minhash.permutations(256, 1))
+    keys = minhash.band_keys(sigs, 32, 8)
+    for doc, band in itertools.product(range(3), range(32)):
+        digest = hashlib.sha1(sigs[doc, band * 8 : (band + 1) * 8].tobytes()).digest()
+        assert keys[doc, band].tolist() == [int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")]
+    assert minhash.band_keys(sigs[:0], 32, 8).shape == (0, 32, 2)
+
+
 # --- LSH parameters and candidates ----------------------------------------------------------------------
 
 
 def test_lsh_params_follow_datasketch():
-    lsh = MinHashLSH(threshold=CONFIG.threshold, num_perm=CONFIG.num_perm)
-    assert dedup.lsh_params(CONFIG) == (lsh.b, lsh.r)
+    weights = (1 - CONFIG.false_negative_weight, CONFIG.false_negative_weight)
+    lsh = MinHashLSH(threshold=CONFIG.threshold, num_perm=CONFIG.num_perm, weights=weights)
+    assert dedup.lsh_params(CONFIG) == (lsh.b, lsh.r) == (32, 8)
     assert dedup.lsh_params(DedupConfig(bands=16, rows=8)) == (16, 8)
     with pytest.raises(StageError, match="dedup.bands"):
         dedup.lsh_params(DedupConfig(bands=40, rows=10))
     bands, rows = dedup.lsh_params(CONFIG)
-    assert dedup.candidate_probability(0.5, bands, rows) < 0.05 < 0.9 < dedup.candidate_probability(0.8, bands, rows)
+    assert dedup.candidate_probability(0.3, bands, rows) < 0.01 and dedup.candidate_probability(0.8, bands, rows) > 0.99
 
 
 def _candidate_pairs(normalized: list[str], bands: int, rows: int) -> set[tuple[int, int]]:
     """Pairs sharing a band, found the way the stage finds them (band keys, then equal-key groups)."""
     sigs = minhash.signatures(normalized, CONFIG.ngram, minhash.permutations(CONFIG.num_perm, CONFIG.seed))
     signed = np.flatnonzero([bool(t) for t in normalized])
-    keys = dedup.band_keys(sigs[signed], bands, rows)
+    keys = minhash.band_keys(sigs[signed], bands, rows)
     band = np.tile(np.arange(bands, dtype=np.int16), len(signed))
     doc = np.repeat(signed, bands)
     order, sizes = dedup.find_groups(band, keys[:, :, 0].ravel(), keys[:, :, 1].ravel())
@@ -166,7 +177,7 @@ def test_candidates_equal_datasketch_minhashlsh():
     texts = make_corpus(seed=3, sources=50)
     normalized = [minhash.normalize(t) for t in texts]
     bands, rows = dedup.lsh_params(CONFIG)
-    lsh = MinHashLSH(threshold=CONFIG.threshold, num_perm=CONFIG.num_perm)
+    lsh = MinHashLSH(threshold=CONFIG.threshold, num_perm=CONFIG.num_perm, params=(bands, rows))
     sketches = {}
     for i, text in enumerate(normalized):
         if text:
@@ -182,20 +193,31 @@ def test_candidates_equal_datasketch_minhashlsh():
 # --- linking, components, survivors (plain arrays) ------------------------------------------------------
 
 
-def test_link_groups_verifies_against_leaders():
+def test_link_groups_verifies_pairs_and_big_groups_against_leaders():
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 2**32, 100, dtype=np.uint32)
-    other = rng.integers(0, 2**32, 100, dtype=np.uint32)
-    near_base = base.copy()
-    near_base[:10] = other[:10]  # estimated Jaccard 0.9 with base
-    near_other = other.copy()
-    near_other[:5] = base[:5]
-    # group 1: base, near_base, other, near_other -> other becomes a leader, near_other links to it
-    sigs = np.stack([base, near_base, other, near_other, base, base])
-    src, dst = dedup.link_groups(np.array([4, 2]), sigs, threshold=0.7)
-    assert sorted(zip(src.tolist(), dst.tolist())) == [(0, 1), (2, 3), (4, 5)]
-    src, dst = dedup.link_groups(np.array([4, 2]), None, threshold=0.7)  # verify off: star to the first
-    assert sorted(zip(src.tolist(), dst.tolist())) == [(0, 1), (0, 2), (0, 3), (4, 5)]
+    base, other = rng.integers(0, 2**32, (2, 100), dtype=np.uint32)
+
+    def near(sig, donor, n):  # a copy whose estimated Jaccard with `sig` is 1 - n/100
+        out = sig.copy()
+        out[:n] = donor[:n]
+        return out
+
+    # group 1: a chain a~b~c with a !~ c (0.4 apart), plus an unrelated member; group 2: two copies
+    a, b, c = base, near(base, other, 20), near(base, other, 40)
+    sigs = np.stack([a, b, c, other, base, base])
+    sizes, members = np.array([4, 2]), np.arange(6)
+    src, dst = dedup.link_groups(sizes, members, sigs, threshold=0.7)
+    assert list(zip(src.tolist(), dst.tolist())) == [(0, 1), (1, 2), (4, 5)]
+    src, dst = dedup.link_groups(sizes, members, None, threshold=0.7)  # verify off: star to the first
+    assert list(zip(src.tolist(), dst.tolist())) == [(0, 1), (0, 2), (0, 3), (4, 5)]
+    # a pair met in several groups (bands) is one edge
+    src, dst = dedup.link_groups(np.array([2, 2, 3]), np.array([4, 5, 4, 5, 0, 4, 5]), sigs, threshold=0.7)
+    assert list(zip(src.tolist(), dst.tolist())) == [(0, 4), (0, 5), (4, 5)]
+    # a group bigger than PAIRWISE_MAX_GROUP: 100 copies and 10 unrelated members -> linked to the leaders
+    big = np.stack([base] * 100 + [rng.integers(0, 2**32, 100, dtype=np.uint32) for _ in range(10)])
+    src, dst = dedup.link_groups(np.array([110]), np.arange(110), big, threshold=0.7)
+    assert dedup.PAIRWISE_MAX_GROUP < 110
+    assert list(zip(src.tolist(), dst.tolist())) == [(0, m) for m in range(1, 100)]
 
 
 def test_components_and_survivor_rule():
@@ -232,11 +254,12 @@ def test_recall_and_verified_edges(corpus_run):
     cluster_of = [clusters.get(r["doc_id"], {"cluster_id": r["doc_id"]})["cluster_id"] for r in rows]
     close = [pair for pair, j in jaccard.items() if j >= CONFIG.threshold + 0.1]
     found = sum(cluster_of[i] == cluster_of[j] for i, j in close)
-    assert len(close) > 100 and found / len(close) >= 0.95, (found, len(close))
+    assert len(close) > 60 and found / len(close) >= 0.95, (found, len(close))
     index = {r["doc_id"]: i for i, r in enumerate(rows)}
     edges = pq.read_table(sorted((corpus_run["dir"] / "dedup" / "_work" / "pairs").glob("*.edges.parquet")))
     edge_pairs = [tuple(sorted((index[a], index[b]))) for a, b in zip(edges["a"].to_pylist(), edges["b"].to_pylist())]
-    similarities = [jaccard.get(pair, 0.0) for pair in edge_pairs]
+    normalized = [minhash.normalize(t or "") for t in corpus_run["texts"]]
+    similarities = [1.0 if normalized[i] == normalized[j] else jaccard.get((i, j), 0.0) for i, j in edge_pairs]
     assert min(similarities) >= CONFIG.threshold - 0.1
     assert any(CONFIG.threshold - 0.1 <= j < CONFIG.threshold + 0.1 for j in jaccard.values())  # borderline exists
 
@@ -291,6 +314,27 @@ def test_partition_count_and_rerun_do_not_change_output(corpus_run, tmp_path):
     assert pq.read_table(tmp_path / "one" / "dedup" / "docs" / "part-00000.parquet").equals(merged)
 
 
+def test_rerun_skips_done_work_and_redoes_what_changed(corpus_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(corpus_run["dir"], run_dir)
+    commits = sorted((run_dir / "dedup").rglob("_commits/*.json"))
+    before = {p: p.stat().st_mtime_ns for p in commits}
+    dedup.run(open_run(run_dir, Config()))
+    assert {p: p.stat().st_mtime_ns for p in commits} == before
+    # a new exact copy of a unique document in partition 0 -> redone downstream, the pair found
+    docs0 = pq.read_table(run_dir / "docs" / "part-00000.parquet")
+    clusters = _clusters(run_dir)
+    unique = next(r for r in docs0.to_pylist() if r["doc_id"] not in clusters and (r["text"] or "").strip())
+    copy = dict(unique, doc_id="f" * 40, score_sum=unique["score_sum"] + 1)
+    pq.write_table(pa.Table.from_pylist(docs0.to_pylist() + [copy], schema=docs0.schema),
+                   run_dir / "docs" / "part-00000.parquet")
+    stats = dedup.run(open_run(run_dir, Config()))
+    clusters = _clusters(run_dir)
+    assert clusters[unique["doc_id"]]["cluster_id"] == "f" * 40 and clusters["f" * 40]["survivor"]
+    assert stats["records_in"] == corpus_run["stats"]["records_in"] + 1
+    assert stats["records_out"] == corpus_run["stats"]["records_out"]
+
+
 def test_huge_cluster(ray_session, tmp_path):
     rng = random.Random(5)
     vocab = _vocabulary(rng)
@@ -307,6 +351,18 @@ def test_huge_cluster(ray_session, tmp_path):
     assert len(clusters) == 500 and {c["cluster_id"] for c in clusters.values()} == {winner}
     assert stats["records_out"] == 41 and stats["clusters"]["size_histogram"] == {"500": 1}
     assert stats["candidates"]["edges"] < 500 * 30  # linked to leaders, not all pairs
+
+
+def test_more_partitions_than_documents(ray_session, tmp_path):
+    rows = doc_rows(["Same text here.", "same   TEXT here.", "Another one."])
+    stats = run_stage(tmp_path, rows, num_parts=5)
+    outputs = sorted((tmp_path / "dedup" / "docs").glob("part-*.parquet"))
+    assert len(outputs) == 5 and sum(pq.read_metadata(f).num_rows for f in outputs) == 2
+    assert all(pq.read_schema(f).names[-2:] == ["cluster_id", "cluster_size"] for f in outputs)
+    assert stats["dropped"] == {"duplicate_exact": 1, "duplicate_fuzzy": 0}
+    stats = run_stage(tmp_path / "unique", doc_rows(["One text.", "Another text."]), num_parts=2)
+    assert stats["records_out"] == 2 and stats["clusters"]["clusters"] == 0
+    assert pq.read_metadata(tmp_path / "unique" / "dedup" / "clusters.parquet").num_rows == 0
 
 
 def test_dry_run_web_duplicate_groups_recovered(ray_session, tmp_path):

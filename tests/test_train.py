@@ -61,18 +61,19 @@ def prose_stream(run_dir: Path) -> Path:
     """Real English (the standard library's docstrings) in GPT-2 tokens, documents separated by EOT."""
     encoding = get_encoding()
     docs = []
-    for name in ("argparse", "collections", "json", "pathlib", "subprocess", "threading", "typing", "unittest"):
+    for name in ("argparse", "collections", "json", "pathlib", "subprocess", "threading", "unittest", "email"):
         module = importlib.import_module(name)
         docs += [obj.__doc__ for obj in [module, *vars(module).values()] if isinstance(getattr(obj, "__doc__", None), str)]
-    tokens = np.concatenate([[EOT_TOKEN] + encoding.encode_ordinary(d) for d in dict.fromkeys(docs)]).astype(np.int64)
-    cut = len(tokens) * 9 // 10
-    return write_tokens(run_dir, {"train": [tokens[:cut]], "val": [tokens[cut:]]})
+    encoded = [[EOT_TOKEN] + encoding.encode_ordinary(d) for d in dict.fromkeys(docs)]
+    train = np.concatenate([t for i, t in enumerate(encoded) if i % 10]).astype(np.int64)
+    val = np.concatenate([t for i, t in enumerate(encoded) if i % 10 == 0]).astype(np.int64)  # every 10th doc
+    return write_tokens(run_dir, {"train": [train], "val": [val]})
 
 
 def tiny(**overrides) -> TrainConfig:
     values = dict(
-        model="gpt2-tiny", use_gpu=False, max_steps=40, micro_batch_size=4, seq_len=64, tokens_per_step=512,
-        learning_rate=3e-3, warmup_steps=5, checkpoint_every=10, eval_every=20, eval_batches=2, num_samples=0,
+        model="gpt2-tiny", use_gpu=False, max_steps=30, micro_batch_size=2, seq_len=64, tokens_per_step=128,
+        learning_rate=3e-3, warmup_steps=5, checkpoint_every=10, eval_every=15, eval_batches=2, num_samples=0,
     )
     return TrainConfig(**{**values, **overrides})
 
@@ -154,8 +155,8 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def test_tokens_per_step_must_split_into_micro_batches():
-    assert grad_accum_steps(tiny(tokens_per_step=2048), 2) == 4
-    with pytest.raises(ConfigError, match="tokens_per_step=1000 is not a multiple of .* = 512"):
+    assert grad_accum_steps(tiny(tokens_per_step=1024), 2) == 4  # 2 sequences x 64 tokens x 2 workers = 256
+    with pytest.raises(ConfigError, match="tokens_per_step=1000 is not a multiple of .* = 256"):
         grad_accum_steps(tiny(tokens_per_step=1000), 2)
 
 
@@ -164,22 +165,22 @@ def test_tokens_per_step_must_split_into_micro_batches():
 
 def test_tiny_model_lowers_its_loss_on_real_text(tmp_path):
     prose_stream(tmp_path)
-    rows = train_local(tmp_path, tiny(max_steps=40, num_samples=2, sample_length=12))
-    assert [r["step"] for r in rows] == list(range(1, 41))
+    rows = train_local(tmp_path, tiny(num_samples=2, sample_length=12))
+    assert [r["step"] for r in rows] == list(range(1, 31))
     losses = [r["loss"] for r in rows]
     assert losses[0] > 10.0  # ln(50257) = 10.8: the untrained model is uniform over the vocabulary
-    assert np.mean(losses[-5:]) < losses[0] - 3.0
+    assert np.mean(losses[-5:]) < losses[0] - 2.5
     val = [r["val_loss"] for r in rows if "val_loss" in r]
-    assert len(val) == 2 and val[-1] < 8.0
-    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in rows)
+    assert len(val) == 2 and val[1] < val[0] - 0.5 and val[1] < 8.5
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in rows)
     samples = json.loads((tmp_path / "train" / "samples.json").read_text())
     assert len(samples) == 2 and all(len(s["tokens"]) == 12 and s["text"] for s in samples)
     checkpoints = sorted(p.name for p in (tmp_path / "train" / "checkpoints").iterdir())
-    assert checkpoints == ["step-000030", "step-000040"]  # keep_checkpoints=2
+    assert checkpoints == ["step-000020", "step-000030"]  # keep_checkpoints=2
 
 
 def test_resumed_run_reproduces_the_uninterrupted_trajectory(tmp_path):
-    cfg = tiny(max_steps=12, checkpoint_every=4, keep_checkpoints=3, eval_every=6)
+    cfg = tiny(max_steps=12, seq_len=32, tokens_per_step=256, checkpoint_every=4, keep_checkpoints=3, eval_every=6)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     prose_stream(whole)
     rows = train_local(whole, cfg)
@@ -195,7 +196,7 @@ def test_resumed_run_reproduces_the_uninterrupted_trajectory(tmp_path):
     assert [r.get("val_loss") for r in rows_resumed] == [r.get("val_loss") for r in rows]
     a = torch.load(whole / "train/checkpoints/step-000012/checkpoint.pt", weights_only=True)
     b = torch.load(resumed / "train/checkpoints/step-000012/checkpoint.pt", weights_only=True)
-    assert a["position"] == b["position"] == 12 * 2 * 4  # 2 micro-steps of 4 windows per step
+    assert a["position"] == b["position"] == 12 * 4 * 2  # 4 micro-steps of 2 windows per step
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     attempts = [json.loads(x) for x in (resumed / "train" / "attempts.jsonl").read_text().splitlines()]
     assert [x["start_step"] for x in attempts] == [4]
@@ -219,9 +220,8 @@ def test_ray_train_two_workers_survive_a_killed_worker(tmp_path, ray_session):
     assert stats["steps"] == 6 and stats["tokens"] == 6 * 256 and stats["attempts"] == 2
     assert stats["checkpoint"] == "train/checkpoints/step-000006"
     attempts = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines()]
-    assert attempts == [
-        {"start_step": 0, "world_size": 2, "device": "cpu"}, {"start_step": 2, "world_size": 2, "device": "cpu"}
-    ]  # rank 1 died at step 3; the new group resumed from the step-2 checkpoint
+    assert [(a["start_step"], a["world_size"], a["device"]) for a in attempts] == [(0, 2, "cpu"), (2, 2, "cpu")]
+    # rank 1 died at step 3; the new group resumed from the step-2 checkpoint
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in rows if "val_loss" in r] == [3, 6]

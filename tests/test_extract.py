@@ -1,0 +1,284 @@
+"""Extract stage: decoding, isolation, filters, quality on the dry-run web, and one run through Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import os
+import random
+import shutil
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from pipeline import devweb, extract
+from pipeline.config import Config, DevwebConfig, ExtractConfig
+from pipeline.quality import HEURISTICS, junk_reason, mean_f1, token_f1
+from pipeline.runner import RunContext
+
+URL = "http://127.0.0.2/story/1"
+
+
+@functools.cache
+def devweb_pages() -> list[devweb.Page]:
+    return devweb.plan_pages(DevwebConfig())
+
+
+def pages_of(kind: str, language: str | None = None) -> list[devweb.Page]:
+    return [p for p in devweb_pages() if p.kind == kind and (language is None or p.language == language)]
+
+
+def charset_of(page: devweb.Page) -> str | None:
+    return page.content_type.partition("charset=")[2] or None
+
+
+@pytest.fixture(scope="module")
+def worker():
+    with extract.IsolatedWorker(extract.extract_main, timeout_s=60.0) as w:
+        yield w
+
+
+def run_doc(body: bytes, worker, charset: str | None = "utf-8", **overrides) -> dict:
+    return extract.extract_document(body, charset, URL, worker, dataclasses.replace(ExtractConfig(), **overrides))
+
+
+# ---------------------------------------------------------------- scorer
+
+def test_token_f1_counts_bag_of_tokens():
+    assert token_f1("a b c", "a b c") == (1.0, 1.0, 1.0)
+    precision, recall, f1 = token_f1("a a b x", "a b c d")
+    assert (precision, recall) == (0.5, 0.5) and f1 == pytest.approx(0.5)
+    assert token_f1("", "a") == (0.0, 0.0, 0.0) and token_f1("", "") == (1.0, 1.0, 1.0)
+    assert mean_f1([("a", "a"), ("b", "c")])[2] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- decoding and hostile bodies
+
+def test_nul_bytes_and_lone_surrogates_are_scrubbed(worker):
+    article = pages_of("article")[0]
+    # UTF-7 decodes "+2AA-" to a lone surrogate (U+D800); NULs are sprinkled through the markup.
+    body = article.body.replace(b"<p>", b"<p>\x00+2AA-\x00", 3)
+    html = extract.decode_body(body, "utf-7")
+    assert "\ud800" in html and "\x00" in html  # the hostile input really is hostile
+    clean = extract.scrub(html)
+    assert "\ud800" not in clean and "\x00" not in clean
+    out = run_doc(body, worker, charset="utf-7")
+    assert out["reason"] is None, out
+    out["text"].encode("utf-8")  # would raise on a lone surrogate
+    assert "\x00" not in out["text"] and token_f1(out["text"], article.text)[2] > 0.9
+
+
+def test_deep_nesting_that_trafilatura_cannot_parse_still_yields_text(worker):
+    article = pages_of("article")[1]
+    deep = b"<html><body>" + b"<div>" * 5000 + article.body + b"</div>" * 5000 + b"</body></html>"
+    assert extract.trafilatura_text(deep.decode(), URL) == ""  # the premise: trafilatura gives up
+    out = run_doc(deep, worker)
+    assert out["reason"] is None and out["extractor"] != "trafilatura"
+    assert token_f1(out["text"], article.text)[1] > 0.9
+
+
+def test_multi_megabyte_page_is_cut_before_extraction(worker):
+    article = pages_of("article")[2]
+    padding = b"<div class='footer-links'><a href='/x'>more links here</a></div>" * 80_000
+    body = article.body.replace(b"</body>", padding + b"</body>")
+    assert len(body) > 5_000_000
+    out = run_doc(body, worker, max_html_bytes=len(article.body) + 50_000)
+    assert out["reason"] is None, out
+    assert token_f1(out["text"], article.text)[2] > 0.9
+
+
+def test_binary_and_empty_bodies_get_their_reasons(worker):
+    noise = random.Random(0).randbytes(50_000)
+    assert run_doc(noise, worker)["reason"] == "binary"
+    assert run_doc(noise, worker, charset=None)["reason"] == "binary"
+    assert run_doc(b"", worker)["reason"] == "extract_empty"
+    assert run_doc(b"<html><head><title>t</title></head><body><img src='/a.png'></body></html>", worker)["reason"] == "extract_empty"
+
+
+@pytest.mark.parametrize("language", ["ru", "ja"])
+def test_legacy_charsets_decode_from_log_or_sniffed(worker, language):
+    page = pages_of("non_english", language)[0]
+    assert charset_of(page) in ("windows-1251", "shift_jis")
+    for charset in (charset_of(page), None):  # None: no charset in the log, so it is sniffed
+        # The dry-run web repeats its few foreign paragraphs, so the repeated-lines heuristic is off here.
+        out = run_doc(page.body, worker, charset=charset, languages=[], min_tokens=16, heuristics=[])
+        assert out["reason"] is None, out
+        assert out["language"] == language and out["language_score"] > 0.9
+        assert token_f1(out["text"], page.text)[1] > 0.9, out["text"][:300]
+    assert run_doc(page.body, worker, charset=charset_of(page), min_tokens=16)["reason"] == "language"
+
+
+# ---------------------------------------------------------------- isolation
+
+def test_hanging_call_is_killed_and_the_worker_restarts():
+    with extract.IsolatedWorker(time.sleep, timeout_s=0.5) as w:
+        assert w.call(0) == ("ok", None)
+        first_pid = w.process.pid
+        started = time.monotonic()
+        status, detail = w.call(3600)
+        assert status == "timeout" and time.monotonic() - started < 30
+        assert w.process is None  # killed
+        assert w.call(0) == ("ok", None) and w.process.pid != first_pid and w.starts == 2
+
+
+def test_crash_and_exception_are_reported_and_the_worker_restarts():
+    with extract.IsolatedWorker(os.abort, timeout_s=30) as w:
+        status, detail = w.call()
+        assert status == "crash" and "exit code" in detail
+    with extract.IsolatedWorker(int, timeout_s=30) as w:
+        status, detail = w.call("not a number")
+        assert status == "error" and "ValueError" in detail
+        assert w.call("7") == ("ok", 7)
+
+
+def test_slow_extraction_is_counted_as_timeout_and_the_next_document_goes_on():
+    article = pages_of("article")[3]
+    slow = article.body.replace(b"</body>", b"<div><a href='/x'>link</a></div>" * 30_000 + b"</body>")
+    config = dataclasses.replace(ExtractConfig(), timeout_s=1.0)
+    with extract.IsolatedWorker(extract.extract_main, config.timeout_s) as w:
+        w.call("<p>start the worker</p>", URL, 0.7)
+        out = extract.extract_document(slow, "utf-8", URL, w, config)
+        assert out["reason"] == "extract_timeout", out
+        out = extract.extract_document(article.body, "utf-8", URL, w, dataclasses.replace(config, timeout_s=60.0))
+        assert out["reason"] is None and w.starts == 2
+
+
+# ---------------------------------------------------------------- filters
+
+PROSE = " ".join(p.text for p in pages_of("article")[:3])
+
+
+@pytest.mark.parametrize(
+    "text, overrides, reason",
+    [
+        ("", {}, "extract_empty"),
+        ("A short note that ends here.", {}, "too_short"),
+        (PROSE, {"max_chars": 1000}, "too_long"),
+        (PROSE, {"languages": ["de"]}, "language"),
+        (PROSE + " ### ... #" * 400, {}, "junk_symbols"),
+        (PROSE + " 12 34 56 78" * 400, {}, "junk_alpha_words"),
+        (PROSE + "\nHome | News | Sport | Weather" * 400, {"heuristics": ["junk_repeated_lines"]}, "junk_repeated_lines"),
+        ("\n".join(PROSE.replace(".", "").split(", ")), {}, "junk_no_punct"),
+        (" ".join(["a b c de."] * 300), {"languages": []}, "junk_short_words"),
+        (" ".join(["internationalization-and-localization."] * 300), {"languages": []}, "junk_long_words"),
+    ],
+)
+def test_each_filter_has_its_reason(text, overrides, reason):
+    config = dataclasses.replace(ExtractConfig(), **overrides)
+    language, score = extract.identify_language(text) if text else ("", 0.0)
+    got = extract.filter_reason(text, language, score, config)
+    assert got is not None and got[0] == reason, got
+    if reason.startswith("junk_"):  # and each heuristic is off-able
+        off = dataclasses.replace(config, heuristics=[h for h in config.heuristics if h != reason])
+        assert junk_reason(text, off) is None or junk_reason(text, off)[0] != reason
+    assert extract.filter_reason(PROSE, "en", 0.99, ExtractConfig()) is None
+
+
+def test_every_heuristic_is_in_the_default_config_and_unknown_ones_are_refused():
+    assert sorted(ExtractConfig().heuristics) == sorted(HEURISTICS)
+    with pytest.raises(Exception, match="junk_nope"):
+        extract.check_config(dataclasses.replace(ExtractConfig(), heuristics=["junk_nope"]))
+
+
+def test_true_articles_pass_every_heuristic():
+    config = ExtractConfig()
+    for page in pages_of("article") + pages_of("near_dup"):
+        assert junk_reason(page.text, config) is None, page.path
+
+
+# ---------------------------------------------------------------- quality on the dry-run web
+
+def test_f1_on_the_dry_run_web_beats_the_floor_and_bare_trafilatura(worker):
+    import trafilatura
+
+    pages = pages_of("article") + pages_of("near_dup") + pages_of("exact_dup")
+    ours, bare = [], []
+    for page in pages:
+        out = run_doc(page.body, worker, charset=charset_of(page))
+        assert out["reason"] is None, (page.path, out)
+        ours.append((out["text"], page.text))
+        bare.append((trafilatura.extract(page.body.decode(), include_comments=False) or "", page.text))
+    f1, bare_f1 = mean_f1(ours)[2], mean_f1(bare)[2]
+    # Measured 0.979 for both on this web (benchmarks/extract.py); the floor leaves room for library updates.
+    assert f1 >= 0.95 and f1 >= bare_f1 - 0.002, (f1, bare_f1)
+
+
+# ---------------------------------------------------------------- the stage, end to end through Ray
+
+def write_partition(run_dir, pages: list[tuple[str, bytes, str | None]]) -> None:
+    """urls/, crawl/warc/ and crawl/log/ partition 0 for (url, body, charset) pages, plus two non-ok rows."""
+    import pyarrow as pa
+
+    (run_dir / "crawl" / "warc").mkdir(parents=True)
+    (run_dir / "crawl" / "log").mkdir(parents=True)
+    (run_dir / "urls").mkdir(parents=True)
+    warc_rel = "crawl/warc/part-00000.warc.gz"
+    log, urls = [], []
+    with open(run_dir / warc_rel, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        for i, (url, body, charset) in enumerate(pages):
+            request = writer.create_warc_record(url, "request", http_headers=StatusAndHeaders(
+                "GET / HTTP/1.1", [("Host", "127.0.0.2")], is_http_request=True))
+            writer.write_record(request)
+            offset = f.tell()
+            response = writer.create_warc_record(
+                url, "response", payload=io.BytesIO(body),
+                http_headers=StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1"),
+                warc_headers_dict={"WARC-Webtext-Source-URI": url},
+            )
+            writer.write_record(response)
+            log.append({"url": url, "final_url": url, "status": 200, "reason": "ok", "content_type": "text/html",
+                        "charset": charset, "bytes": len(body), "elapsed_ms": 5, "retries": 0,
+                        "warc_file": warc_rel, "warc_offset": offset, "fetched_at": "2024-01-01T00:00:00Z"})
+    log.append({**log[0], "url": "http://127.0.0.3/gone", "final_url": None, "status": 404, "reason": "http_4xx",
+                "warc_file": None, "warc_offset": None})
+    log.append({**log[0], "url": "http://127.0.0.3/damaged", "warc_offset": 3})  # not a record boundary
+    for i, row in enumerate(log):
+        urls.append({"url": row["url"], "host": row["url"].split("/")[2], "domain": "127.0.0.2", "score_sum": 10 + i,
+                     "score_max": 5 + i, "num_submissions": 2, "reddit_ids": [f"t3_{i}"], "subreddits": ["python"],
+                     "titles": ["a title"], "created_utc": 1_700_000_000 + i, "over_18": False})
+    urls.sort(key=lambda r: r["url"])
+    pq.write_table(pa.Table.from_pylist(log), run_dir / "crawl" / "log" / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(urls), run_dir / "urls" / "part-00000.parquet")
+
+
+def test_stage_end_to_end_through_ray_is_deterministic(tmp_path, ray_session):
+    articles = pages_of("article")[:4]
+    russian = pages_of("non_english", "ru")[0]
+    pages = [(f"http://127.0.0.2/a/{i}", p.body, "utf-8") for i, p in enumerate(articles)]
+    pages += [("http://127.0.0.2/ru", russian.body, None), ("http://127.0.0.2/short", b"<p>Too short.</p>", "utf-8"),
+              ("http://127.0.0.2/bin", random.Random(1).randbytes(4000), None)]
+    run_dir, again = tmp_path / "run", tmp_path / "again"
+    write_partition(run_dir, pages)
+    shutil.copytree(run_dir, again)  # the same input bytes (WARC records carry random ids and dates)
+    ctx = RunContext(run_dir=run_dir, config=Config())
+
+    stats = extract.run(ctx)
+
+    assert stats["records_in"] == 8 and stats["records_out"] == 4
+    assert stats["dropped"] == {"binary": 1, "language": 1, "too_short": 1, "warc_unreadable": 1}
+    docs = pq.read_table(run_dir / "docs" / "part-00000.parquet")
+    assert docs.schema.equals(extract.DOC_SCHEMA)
+    rows = docs.to_pylist()
+    assert [r["doc_id"] for r in rows] == sorted(r["doc_id"] for r in rows)
+    truth = {url: p.text for (url, _, _), p in zip(pages, articles)}
+    for row in rows:
+        assert row["doc_id"] == extract.doc_id(row["url"]) and len(row["doc_id"]) == 40
+        assert token_f1(row["text"], truth[row["url"]])[2] > 0.9
+        assert row["language"] == "en" and row["title"] and row["date"] == "2024-03-" + row["date"][-2:]
+        assert row["subreddits"] == ["python"] and row["warc_file"] == "crawl/warc/part-00000.warc.gz"
+    rejects = pq.read_table(run_dir / "docs" / "rejects" / "part-00000.parquet").to_pylist()
+    assert {r["url"]: r["reason"] for r in rejects} == {
+        "http://127.0.0.2/ru": "language", "http://127.0.0.2/short": "too_short",
+        "http://127.0.0.2/bin": "binary", "http://127.0.0.3/damaged": "warc_unreadable"}
+    assert json.loads((run_dir / "docs" / "stats.json").read_text())["records_out"] == 4
+
+    # Determinism: the same partition made again, outside Ray, in a copy of the run directory.
+    extract.extract_partition(extract.partition_specs(RunContext(again, Config()))[0], RunContext(again, Config()))
+    for rel in ("docs/part-00000.parquet", "docs/rejects/part-00000.parquet"):
+        assert (run_dir / rel).read_bytes() == (again / rel).read_bytes(), rel

@@ -260,7 +260,7 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
             if copy == 0 and g % 2 == 0:
                 add_article(1000 + g * 10 + copy, articles[g], "exact_dup", source.dup_group, host, template)
             else:
-                add_article(1000 + g * 10 + copy, _edit_words(rng, articles[g], 0.03), "near_dup",
+                add_article(1000 + g * 10 + copy, _edit_words(rng, articles[g], 0.015), "near_dup",
                             source.dup_group, host, template)
     for i, (lang, (charset, sentences)) in enumerate(sorted(FOREIGN.items())):
         for j in range(2):

@@ -18,7 +18,8 @@ Output `docs/part-NNNNN.parquet`, sorted by doc_id, one row per kept document:
 `docs/rejects/part-NNNNN.parquet` (url, reason, detail), sorted by url, one row per dropped document.
 Reasons (counted in the commit and `docs/stats.json`): warc_unreadable, binary, extract_timeout,
 extract_crash, extract_empty, too_short, too_long, language, and the junk heuristics of pipeline/quality.py
-(junk_symbols, junk_alpha_words, junk_repeated_lines, junk_no_punct, junk_short_words, junk_long_words).
+(junk_symbols, junk_alpha_words, junk_repeated_lines, junk_no_punct, junk_short_words, junk_long_words). The commit's info counts the winning extractor per kept
+document (extractor_trafilatura, ...), newspaper consultations among kept documents and worker starts.
 
 Decoding. The body is cut to `max_html_bytes`, decoded with the crawl log's charset when Python knows it
 as a text encoding, else with the one resiliparse sniffs (HTML meta, then byte statistics), always with
@@ -54,10 +55,13 @@ other templates (F1 is deterministic; speeds are in the benchmark's table):
 
 The rule beats trafilatura and resiliparse alone at every θ > 0. Newspaper alone scores higher on the
 generated templates (their articles sit in one clean container, which is what its best-node search
-finds), equal at θ = 0.9, but runs at 0.4-0.5x bare trafilatura's speed; θ trades F1 for speed, and
-0.7 is the value that stays near the issue's target of 0.8x bare trafilatura's throughput (newspaper
-costs ~3x trafilatura per page it is consulted on). Trafilatura's favor_precision and favor_recall gain
-nothing here; its fast mode (no readability/jusText fallbacks) gives the same text at ~1.2-1.6x speed.
+finds), equal at θ = 0.9, but runs at 0.4-0.5x bare trafilatura's speed (per CPU second). θ trades F1
+for speed: newspaper costs ~3x trafilatura on each page it is consulted on. At θ = 0.7 the extraction
+alone ran at 0.75-1.0x bare trafilatura's speed and the whole per-document path (decode, worker round
+trip, language, filters: ~2 ms more) at 0.55-0.77x, over five runs on a shared 2-core machine; short of
+the issue's 0.8x target, with py3langid (~0.5 ms) the largest remaining cost outside extraction.
+Trafilatura's favor_precision and favor_recall gain nothing here; its fast mode (no readability/jusText
+fallbacks) gives the same text at ~1.2-1.6x speed.
 
 Isolation. Extraction runs in a persistent child process (`IsolatedWorker`); a document that takes longer
 than `timeout_s` gets the child killed (extract_timeout), one that kills it or raises gets extract_crash,

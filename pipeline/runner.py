@@ -81,7 +81,7 @@ def ensure_ray(config: Config) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(address="local", num_cpus=config.ray.num_cpus or os.cpu_count(), include_dashboard=False)
+        ray.init(address="local", num_cpus=config.ray.num_cpus or os.cpu_count())
 
 
 def partition_fingerprint(config: Config, sections: tuple[str, ...], spec: Any) -> str:

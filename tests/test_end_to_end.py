@@ -19,14 +19,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline import reddit
+from pipeline import devweb, reddit
 from pipeline.config import load_config
-from pipeline.devweb import free_port
 from pipeline.runner import open_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DRYRUN = "jobs/configs/dryrun.toml"
+pytestmark = pytest.mark.timeout(1200)
 SHORT_TRAIN = ["--set", "train.max_steps=10", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=5"]
 
 
@@ -51,14 +51,14 @@ def _shard_hashes(run_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def web_port() -> int:
-    return free_port()
+    return devweb.free_port()
 
 
 @pytest.fixture(scope="module")
 def job_run(tmp_path_factory, web_port) -> Path:
     """The dry-run pipeline, submitted with `ray job submit` to a head node started for this test."""
     run_dir = tmp_path_factory.mktemp("job") / "run"
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port = devweb.free_port(), devweb.free_port()
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs_port), "--num-cpus", "2",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)],
@@ -76,6 +76,7 @@ def job_run(tmp_path_factory, web_port) -> Path:
             if out.returncode == 0 or not retry or time.monotonic() > deadline:
                 break
             time.sleep(3)
+        (run_dir.parent / "job.log").write_text(out.stdout + out.stderr)
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
         assert "succeeded" in out.stdout + out.stderr
     finally:
@@ -98,19 +99,23 @@ def _commits(run_dir: Path, phase: str) -> int:
 
 
 def test_driver_killed_mid_crawl_then_rerun_gives_the_same_shards(job_run, web_port, tmp_path):
+    # The web outlives a crashed crawler, so the test serves it rather than the driver being killed.
     run_dir = tmp_path / "killed"
+    config = load_config(REPO / DRYRUN, [f"devweb.port={web_port}"])
+    site = devweb.build(run_dir / "devweb", web_port, config.devweb, config.reddit)
     cmd = [sys.executable, "-m", "jobs.webtext", "--config", DRYRUN, "--run-dir", str(run_dir),
-           "--set", f"devweb.port={web_port}", *SHORT_TRAIN]
-    driver = subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while _commits(run_dir, "crawl") < 1 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    assert driver.poll() is None, "the driver finished before it could be killed"
-    _stop_group(driver, signal.SIGKILL)
-    assert _commits(run_dir, "crawl") < 4 and not (run_dir / "tokens" / "manifest.json").exists()
+           "--set", f"devweb.port={web_port}", *SHORT_TRAIN, "--input", str(site / "RS_devweb.zst")]
+    with devweb.serving(site):
+        driver = subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while _commits(run_dir, "crawl") < 1 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        _stop_group(driver, signal.SIGKILL)
+        assert _commits(run_dir, "crawl") < 4 and not (run_dir / "tokens" / "manifest.json").exists()
 
-    rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+        rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert "already committed, skipped" in rerun.stderr
     assert _shard_hashes(run_dir) == _shard_hashes(job_run)

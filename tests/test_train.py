@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import shutil
@@ -17,7 +16,7 @@ from pipeline.cli import main as cli_main
 from pipeline.config import ConfigError, TrainConfig
 from pipeline.shards import ShardError, ShardInfo, ShardManifest, write_manifest, write_shard
 from pipeline.tokenizer import EOT_TOKEN, RANKS_SHA256, get_encoding
-from training.data import TokenWindows, open_train, open_val, val_batches
+from training.data import open_train, open_val, val_batches
 from training.train import grad_accum_steps, learning_rate, train_local
 
 

@@ -104,6 +104,8 @@ def summary_table(summary: dict) -> str:
     """A plain-text table: per stage records in, out and drops by reason, then quality and training."""
     lines = [f"{'stage':<10} {'in':>9} {'out':>9}  dropped by reason", "-" * 78]
     for stage, stats in summary["stages"].items():
+        if "records_in" not in stats:
+            continue
         drops = ", ".join(f"{k}={v}" for k, v in sorted(stats.get("dropped", {}).items(), key=lambda kv: -kv[1]) if v)
         lines.append(f"{stage:<10} {stats.get('records_in', ''):>9} {stats.get('records_out', ''):>9}  {drops or '-'}")
     truth = summary["truth"]

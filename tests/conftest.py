@@ -44,3 +44,14 @@ def devweb_site(tmp_path_factory):
     out = devweb.build(tmp_path_factory.mktemp("devweb"), devweb.free_port(), DevwebConfig(slow_seconds=3.0))
     with devweb.serving(out) as site:
         yield {"dir": out, "site": site, "truth": devweb.load_truth(out), "dump": out / "RS_devweb.zst"}
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: the 2 cores are shared with Ray and other tests; OpenMP spinning on both costs 50x."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,14 +16,7 @@ from training.train import LocalSession
 PAPER_SIZES = {"gpt2": (12, 768), "gpt2-medium": (24, 1024), "gpt2-large": (36, 1280), "gpt2-xl": (48, 1600)}
 SMALL = GPTConfig(block_size=32, vocab_size=300, n_layer=2, n_head=4, n_embd=64)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared with other test runs; OpenMP spinning on both costs 50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hf_model(config: GPTConfig) -> GPT2LMHeadModel:

@@ -19,14 +19,7 @@ from pipeline.tokenizer import EOT_TOKEN, RANKS_SHA256, get_encoding
 from training.data import open_train, open_val, val_batches
 from training.train import grad_accum_steps, learning_rate, train_local
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared with other test runs; OpenMP spinning on both costs 50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_tokens(run_dir: Path, splits: dict[str, list[np.ndarray]]) -> Path:

@@ -1,6 +1,6 @@
 """Extraction benchmark: token F1 against known article text, and documents per second on one core.
 
-    python -m benchmarks.extract [--generated 160] [--seed 0]    (-m: benchmarks/tokenize.py would shadow the stdlib)
+    python -m benchmarks.extract [--generated 160] [--seed 0] [--rounds 3]    (-m: benchmarks/tokenize.py would shadow the stdlib)
 
 Pages: the dry-run web's article pages (pipeline/devweb.py: article, near_dup and exact_dup kinds, three
 templates) plus `--generated` pages made here from four other templates (semantic HTML5, obfuscated
@@ -8,7 +8,8 @@ div soup, an old table layout with <br>-separated paragraphs, a blog with a comm
 ads, "read more" boxes, figures, lists and subheadings inside the article and nav, cookie banner,
 related links, newsletter box, comments and footer around it. The true text of every page is known.
 
-Rows, all measured in this run, one process, one core, in documents per CPU second (best of 3 rounds):
+Rows, all measured in this run, one process, one core, in documents per CPU second (best of `--rounds`;
+a quick look: `--generated 40 --rounds 1`):
 - bare trafilatura.extract(html) (defaults: fallbacks on), and its fast / favor_precision / favor_recall modes;
 - bare newspaper3k (Article(...).download(input_html=...).parse());
 - resiliparse's main-content extraction;
@@ -41,7 +42,6 @@ NEWSLETTER = "Sign up for our daily newsletter and get the best stories delivere
 FOOTER = ("Copyright 2019 The Daily Example Media Group. All rights reserved. Terms of service. Privacy policy. "
           "Cookie settings. Advertise with us. Careers.")
 TEMPLATES = ["semantic", "divsoup", "table", "blog"]
-ROUNDS = 3
 THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9, 1.0)  # second_opinion_below values compared
 
 
@@ -174,17 +174,17 @@ def cpu_seconds(worker: IsolatedWorker | None) -> float:
     return time.process_time() + (child.user + child.system if child else 0.0)
 
 
-def measure(methods: list[tuple], pages: list[dict]) -> list[dict]:
+def measure(methods: list[tuple], pages: list[dict], rounds: int) -> list[dict]:
     """Outputs of each (name, fn(page) -> text, worker or None) over every page, and pages per CPU second.
 
-    CPU seconds, not wall seconds, and the best of ROUNDS rounds that each run every method once: other
+    CPU seconds, not wall seconds, and the best of `rounds` rounds that each run every method once: other
     work on a shared machine then moves the numbers least, and moves all methods alike.
     """
     for _, fn, _ in methods:
         fn(pages[0])  # imports, caches, the worker's start
     best = {name: float("inf") for name, _, _ in methods}
     outputs = {}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for name, fn, worker in methods:
             started = cpu_seconds(worker)
             outputs[name] = [fn(p) for p in pages]
@@ -212,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generated", type=int, default=160, help="pages from this file's templates")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each method's best counts")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     pages = benchmark_pages(args.generated, args.seed)
@@ -239,7 +240,7 @@ def main() -> None:
             ("trafilatura favor_recall", on_html(trafilatura_mode(favor_recall=True)), None),
             ("newspaper3k (bare)", on_html(bare_newspaper), None),
             ("resiliparse main content", on_html(resiliparse_text), None),
-        ] + [(f"rule in-process θ={t}", rule(t), None) for t in THRESHOLDS], pages)
+        ] + [(f"rule in-process θ={t}", rule(t), None) for t in THRESHOLDS], pages, args.rounds)
     for row, threshold in zip(rows[-len(THRESHOLDS):], THRESHOLDS):
         row["name"] += f" ({sum(consulted[threshold].values()) / len(pages):.0%} np)"
     report(rows, pages, rows[0]["docs_per_s"])

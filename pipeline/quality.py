@@ -88,7 +88,7 @@ def punctuated_line_share(text: str) -> float:
 
 def mean_word_length(text: str) -> float:
     words = text.split()
-    return sum(len(w) for w in words) / max(1, len(words))
+    return sum(map(len, words)) / max(1, len(words))
 
 
 # name -> (measure, ExtractConfig field holding the bound, whether the bound is a minimum)

@@ -58,17 +58,20 @@ def web_port() -> int:
 def job_run(tmp_path_factory, web_port) -> Path:
     """The dry-run pipeline, submitted with `ray job submit` to a head node started for this test."""
     run_dir = tmp_path_factory.mktemp("job") / "run"
-    gcs_port, dashboard_port = devweb.free_port(), devweb.free_port()
+    gcs_port, dashboard_port, agent_port, agent_grpc_port = (devweb.free_port() for _ in range(4))
+    # Own agent ports: the test session's Ray instance already holds the default ones on this machine,
+    # and a head whose job agent cannot bind refuses every submission ("No available agent").
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs_port), "--num-cpus", "2",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+         "--dashboard-agent-listen-port", str(agent_port), "--dashboard-agent-grpc-port", str(agent_grpc_port)],
         env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
               "--working-dir", str(REPO), "--", "python", "-m", "jobs.webtext", "--config", DRYRUN,
               "--run-dir", str(run_dir), "--set", f"devweb.port={web_port}", *SHORT_TRAIN]
     try:
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + 180
         while True:
             out = subprocess.run(submit, env=_env(), capture_output=True, text=True, timeout=900)
             # The job agent comes up some seconds after the head; until then submission is refused.

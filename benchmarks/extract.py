@@ -16,6 +16,10 @@ a quick look: `--generated 40 --rounds 1`):
 - our stage's per-document path (pipeline.extract.extract_document: decode, isolated worker, language,
   tokens, filters); a document our filters drop scores 0;
 - our rule at other second_opinion_below values (pipeline.extract.extract_main in-process).
+
+Last runs (284 pages, shared 2-core machine at load 2.7-4.5, ~100 s each): bare trafilatura 199-205 docs/s,
+F1 0.945; our stage 119-129 docs/s (0.60-0.63x), F1 0.954; the rule in-process at θ = 0.7 0.78-0.97x. Numbers
+move by up to 30% with the load (favor_precision, the same code path as bare here, read 0.80x and 0.97x).
 """
 
 from __future__ import annotations

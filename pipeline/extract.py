@@ -57,8 +57,8 @@ The rule beats trafilatura and resiliparse alone at every θ > 0. Newspaper alon
 generated templates (their articles sit in one clean container, which is what its best-node search
 finds), equal at θ = 0.9, but runs at 0.4-0.5x bare trafilatura's speed (per CPU second). θ trades F1
 for speed: newspaper costs ~3x trafilatura on each page it is consulted on. At θ = 0.7 the extraction
-alone runs at 0.97x bare trafilatura's speed and the whole per-document path at 0.60x (one benchmark run
-on a shared 2-core machine at load 2-2.7; earlier runs 0.55-0.77x): short of the issue's 0.8x target.
+alone ran at 0.78-0.97x bare trafilatura's speed and the whole per-document path at 0.60-0.63x (two
+benchmark runs on a shared 2-core machine at load 2.7-4.5; earlier runs 0.55-0.77x): short of 0.8x.
 Per document, in CPU ms on the benchmark's 284 pages (best of 3, same process; the machine's load moves
 every number by up to 30%): trafilatura fast 2.4-3.2, newspaper 0.5-0.7 (amortized over the 5% of pages
 that consult it), resiliparse parse + text + metadata 0.7, token_f1 agreement 0.1-0.3, all in the worker;
@@ -269,7 +269,7 @@ def newspaper_text(html: str) -> str:
 
 def extract_main(html: str, url: str, second_opinion_below: float) -> dict:
     """Main text by the measured rule (module docstring), with title/date/author and which extractor won."""
-    if logging.root.manager.disable < logging.WARNING:  # each call clears every logger's cache (~0.15 ms)
+    if logging.root.manager.disable < logging.WARNING:  # each logging.disable clears every logger's cache
         logging.disable(logging.WARNING)  # trafilatura and newspaper log every odd page
     tree = HTMLTree.parse(html)
     fast = resiliparse_text(tree)

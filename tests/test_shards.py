@@ -46,19 +46,15 @@ def _good_shard(tmp_path, count=100):
     return path, bytearray(path.read_bytes())
 
 
-def test_bad_magic_names_file_and_problem(tmp_path):
+@pytest.mark.parametrize(
+    "offset, value, message",
+    [(0, 12345, r"s\.bin: bad magic 12345, expected 20240520"), (4, 2, r"s\.bin: unsupported version 2")],
+)
+def test_bad_header_names_file_and_problem(tmp_path, offset, value, message):
     path, data = _good_shard(tmp_path)
-    data[0:4] = np.array([12345], dtype="<i4").tobytes()
+    data[offset:offset + 4] = np.array([value], dtype="<i4").tobytes()
     path.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=r"s\.bin: bad magic 12345, expected 20240520"):
-        shards.read_shard(path)
-
-
-def test_bad_version_names_file_and_problem(tmp_path):
-    path, data = _good_shard(tmp_path)
-    data[4:8] = np.array([2], dtype="<i4").tobytes()
-    path.write_bytes(bytes(data))
-    with pytest.raises(ShardError, match=r"s\.bin: unsupported version 2"):
+    with pytest.raises(ShardError, match=message):
         shards.read_shard(path)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import bz2
 import json
 import lzma
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -17,7 +20,7 @@ import zstandard
 from pipeline import reddit
 from pipeline.config import Config, RedditConfig, load_config
 from pipeline.runner import StageError, open_run, run_partitions
-from pipeline.urls import InvalidURL, domain_matches, normalize_url
+from pipeline.urls import InvalidURL, domain_matches, normalize_url, split_url
 
 TRACKING = tuple(RedditConfig().tracking_params)
 
@@ -27,6 +30,13 @@ def link(i=1, url="https://example.com/a", score=5, **extra) -> dict:
               "subreddit": "news", "title": f"title {i}", "created_utc": 1600000000 + i}
     record.update(extra)
     return record
+
+
+def filter_to_table(path: Path) -> tuple[pa.Table, list[dict], Counter, Counter]:
+    """filter_dump with the default config, its kept batches gathered into one table."""
+    batches = []
+    rejects, counts, info = reddit.filter_dump(str(path), RedditConfig(), batches.append)
+    return pa.Table.from_batches(batches, reddit.KEPT_SCHEMA), rejects, counts, info
 
 
 def write_dump(path: Path, lines: list[bytes | dict]) -> Path:
@@ -83,6 +93,25 @@ def test_invalid_urls_have_reasons(raw, reason):
     assert err.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["HTTP://Example.COM/Path", "https://user:pw@Host.com:8080/a/b.html?x=1&y=2#frag", "http://h.com?q",
+     "http://h.com#f", "http://h.com/a?b#c?d", "http://:80/", "http://h.com:/", "http://h.com:0x50/",
+     "http://h.com:99999/", "http:/h.com/", "http:h.com", "javascript:alert(1)", "//h.com/a", "h.com/a",
+     "1http://h.com/", "web+x://h/", "https://[::1]:8/a", "https://[::1/a", "http://a@b@c.com/",
+     "\x01\x02http://h.com/", "https://bücher.de/x", "http://H.com%2F/"],
+)
+def test_split_url_divides_as_urlsplit_does(url):
+    try:
+        parts = urlsplit(url)
+        expected = (parts.scheme, parts.hostname, parts.netloc, parts.port, parts.path, parts.query)
+    except ValueError as err:
+        with pytest.raises(ValueError, match=re.escape(str(err))):
+            split_url(url)
+    else:
+        assert split_url(url) == expected
+
+
 def test_domain_rules_match_subdomains_only():
     rules = frozenset(["wikipedia.org", "youtu.be"])
     assert domain_matches("en.wikipedia.org", rules)
@@ -119,8 +148,9 @@ def test_domain_rules_match_subdomains_only():
     ],
 )
 def test_each_rule_drops_with_its_reason(record, reason):
-    outcome = reddit.SubmissionFilter(RedditConfig()).check(record, Counter())
-    assert isinstance(outcome, tuple) and outcome[0] == reason
+    rules = reddit.SubmissionFilter(RedditConfig())
+    for outcome in rules.check(record, Counter()), rules.check_line(json.dumps(record).encode(), Counter()):
+        assert isinstance(outcome, reddit.Drop) and outcome.reason == reason
 
 
 def test_kept_record_fields_and_schema_drift():
@@ -137,7 +167,7 @@ def test_kept_record_fields_and_schema_drift():
 def test_nsfw_keep_option_and_min_score():
     rules = reddit.SubmissionFilter(RedditConfig(nsfw="keep", min_score=10))
     assert rules.check(link(over_18=True, score=10), Counter())["over_18"] is True
-    assert rules.check(link(score=9), Counter())[0] == "below_min_score"
+    assert rules.check(link(score=9), Counter()).reason == "below_min_score"
 
 
 # --- Bad input in files ------------------------------------------------------------------------------
@@ -154,7 +184,7 @@ def test_bad_lines_are_counted_and_rejected_with_line_numbers(tmp_path):
         b"[1, 2, 3]",
     ]
     path = write_dump(tmp_path / "bad.jsonl", lines)
-    table, rejects, counts, info = reddit.filter_dump(str(path), RedditConfig())
+    table, rejects, counts, info = filter_to_table(path)
     kept = table.to_pylist()
     assert counts["in"] == 8
     assert counts["in"] == counts["out"] + sum(v for k, v in counts.items() if k not in ("in", "out"))
@@ -180,36 +210,68 @@ def test_self_posts_skipped_unparsed_only_when_unambiguous(tmp_path):
         json.dumps(crosspost).encode(),
         json.dumps(link(3, is_self=True)).encode()[:-10],
     ]
-    _, rejects, counts, _ = reddit.filter_dump(str(write_dump(tmp_path / "s.jsonl", lines)), RedditConfig())
+    _, rejects, counts, _ = filter_to_table(write_dump(tmp_path / "s.jsonl", lines))
     assert counts["self_post"] == 2 and counts["out"] == 1 and counts["malformed_json"] == 1
     assert [r["line"] for r in rejects] == [4]
 
 
-def test_prescreen_agrees_with_the_full_rules(samples_dir):
-    """Wherever the byte-level prescreen decides, the parsed record gets the same reason."""
+def test_the_two_parser_path_agrees_with_the_stdlib_parser(samples_dir):
+    """check_line (simdjson for the first rules, then orjson) decides every line as json.loads + check does."""
     rules = reddit.SubmissionFilter(RedditConfig())
     lines = [line for name in ("RS_v2_2005-07.jsonl", "pushshift_importer_test_submissions.jsonl")
              for line in (samples_dir / name).read_bytes().splitlines()]
     lines += [json.dumps({**link(i, score=i % 5), **extra}).encode() for i, extra in enumerate(
         [{}, {"is_self": True}, {"removed_by_category": "spam"}, {"selftext": "[deleted]"},
          {"url": "https://www.reddit.com/r/a/comments/b/c/"}, {"crosspost_parent_list": [{"score": 9}]},
-         {"score": None}, {"_meta": {"removal_type": "deleted"}}, {"score": "2"}])]
-    decided = Counter()
+         {"score": None}, {"_meta": {"removal_type": "deleted"}}, {"score": "2"}, {"score": 2**70},
+         {"created_utc": 10**30},
+         {"title": "caf\u00e9 \ud83d\ude00"}])]
+    outcomes = Counter()
     for line in lines:
-        reason = reddit.prescreen(line, 3)
-        if reason is not None:
-            decided[reason] += 1
-            assert rules.check(json.loads(line), Counter())[0] == reason, line[:200]
-    assert decided["self_post"] >= 12 and decided["below_min_score"] >= 2
+        ours = rules.check_line(line, Counter())
+        expected = rules.check(json.loads(line), Counter())
+        if isinstance(expected, reddit.Drop):
+            assert isinstance(ours, reddit.Drop) and ours.reason == expected.reason, line[:200]
+        else:
+            assert ours == expected, line[:200]
+        outcomes[ours.reason if isinstance(ours, reddit.Drop) else "kept"] += 1
+    assert outcomes["self_post"] >= 12 and outcomes["below_min_score"] >= 2 and outcomes["kept"] >= 2
 
 
 @pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2", ".jsonl", ".ndjson"])
 def test_every_format_reads_the_same(tmp_path, suffix):
     records = [link(i, url=f"https://site{i % 3}.com/{i}", score=i) for i in range(50)]
     path = write_dump(tmp_path / f"RS_x{suffix}", records)
-    kept, _, counts, _ = reddit.filter_dump(str(path), RedditConfig())
+    kept, _, counts, _ = filter_to_table(path)
     assert counts["in"] == 50 and counts["below_min_score"] == 3
     assert kept.column("reddit_id").to_pylist() == [f"t{i}" for i in range(3, 50)]
+
+
+def test_map_writes_each_bucket_while_reading(tmp_path, monkeypatch):
+    """Kept rows reach their bucket files in several flushes; a failure part-way leaves no file behind."""
+    monkeypatch.setattr(reddit, "KEPT_BATCH_ROWS", 7)
+    monkeypatch.setattr(reddit, "FLUSH_ROWS", 20)
+    records = [link(i, url=f"https://site{i % 11}.example.org/{i}", score=3 + i % 4) for i in range(300)]
+    dump = write_dump(tmp_path / "RS_x.jsonl", records)
+    expected, _, _, _ = filter_to_table(dump)
+    config = RedditConfig(num_partitions=4)
+    files, _, counts, _ = reddit.map_dump(str(dump), config, lambda b: tmp_path / "map" / f"part-{b}.parquet")
+    assert counts["out"] == 300 and len(files) > 1
+    written = []
+    for path in files:
+        table = pq.read_table(path)
+        assert pq.ParquetFile(path).num_row_groups > 1
+        bucket = int(path.stem.split("-")[1])
+        assert set(table.column("bucket").to_pylist()) == {bucket}
+        assert all(reddit.storage.stable_hash(h) % 4 == bucket for h in table.column("host").to_pylist())
+        written += table.drop_columns("bucket").to_pylist()
+    assert sorted(written, key=lambda r: r["reddit_id"]) == sorted(expected.to_pylist(), key=lambda r: r["reddit_id"])
+
+    broken = write_dump(tmp_path / "RS_broken.jsonl", records[:100] + [link(999, created_utc=None)])
+    monkeypatch.setattr(reddit, "_created_utc", lambda value: 1 / 0 if value is None else int(value))
+    with pytest.raises(ZeroDivisionError):
+        reddit.map_dump(str(broken), config, lambda b: tmp_path / "broken" / f"part-{b}.parquet")
+    assert list((tmp_path / "broken").iterdir()) == []
 
 
 @pytest.mark.parametrize("suffix", [".zst", ".xz", ".bz2"])
@@ -218,7 +280,7 @@ def test_truncated_compressed_file_keeps_what_was_readable(tmp_path, suffix, cap
     full = write_dump(tmp_path / f"full{suffix}", records)
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    kept, _, counts, info = reddit.filter_dump(str(cut), RedditConfig())
+    kept, _, counts, info = filter_to_table(cut)
     assert info["truncated_files"] == 1
     assert 0 < counts["out"] < 20000
     assert kept.column("reddit_id").to_pylist() == [f"t{i}" for i in range(len(kept))]
@@ -230,7 +292,7 @@ def test_unreadable_file_names_itself(tmp_path):
     path = tmp_path / "RS_junk.zst"
     path.write_bytes(b"this is not zstd at all" * 10)
     with pytest.raises(ValueError, match="RS_junk.zst: nothing readable"):
-        reddit.filter_dump(str(path), RedditConfig())
+        filter_to_table(path)
 
 
 def test_expand_inputs(tmp_path):

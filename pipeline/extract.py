@@ -30,7 +30,7 @@ control characters in its first 8 KB is binary and rejected.
 Extraction rule (measured: `python -m benchmarks.extract`). Three opinions, cheapest first:
 
     resiliparse main-content text   always     ~0.3 ms/page  high recall, low precision
-    trafilatura, fast mode          always     ~4 ms/page    the primary text
+    trafilatura, fast + precision   always     ~4 ms/page    the primary text
     newspaper3k, its core only      sometimes  ~12 ms/page   consulted when the first two disagree
 
 Trafilatura's text is kept when its token F1 against resiliparse's text is at least
@@ -56,35 +56,57 @@ other templates (F1 is deterministic; speeds are in the benchmark's table):
 The rule beats trafilatura and resiliparse alone at every θ > 0. Newspaper alone scores higher on the
 generated templates (their articles sit in one clean container, which is what its best-node search
 finds), equal at θ = 0.9, but runs at 0.4-0.5x bare trafilatura's speed (per CPU second). θ trades F1
-for speed: newspaper costs ~3x trafilatura on each page it is consulted on. At θ = 0.7 the extraction
-alone ran at 0.78-0.97x bare trafilatura's speed and the whole per-document path at 0.60-0.63x (two
-benchmark runs on a shared 2-core machine at load 2.7-4.5; earlier runs 0.55-0.77x): short of 0.8x.
-Per document, in CPU ms on the benchmark's 284 pages (best of 3, same process; the machine's load moves
-every number by up to 30%): trafilatura fast 2.4-3.2, newspaper 0.5-0.7 (amortized over the 5% of pages
-that consult it), resiliparse parse + text + metadata 0.7, token_f1 agreement 0.1-0.3, all in the worker;
-decode and scrub 0.1, py3langid 0.3-0.5, filters 0.2, the round trip 0.1, in the parent. Measured in
-place, the parent's share is ~1.5 ms and the worker's ~0.5 ms above the in-process sum: each side wakes
-with cold caches once per page (sending 8 pages per round trip saved 10-20% in a trial). Building
-trafilatura's options once, parsing once for resiliparse's text and the metadata, and calling
-logging.disable once cut extract_main by ~9% (interleaved A/B: median 6.9 vs 7.6 ms) with identical outputs.
-Trafilatura's favor_precision and favor_recall gain nothing here; its fast mode (no readability/jusText
-fallbacks) gives the same text at ~1.2-1.6x speed.
+for speed: newspaper costs ~3x trafilatura on each page it is consulted on. Trafilatura's favor_precision
+and favor_recall gain no F1 here; its fast mode (no readability/jusText fallbacks) gives the same text
+at ~1.3-1.4x speed. We run fast mode with favor_precision: the same text again on all 284 pages, ~0.4 ms
+(5%) less per document. It is stricter on link-dense blocks and skips trafilatura's baseline rescue and
+recall retry, so on real pages it may drop a paragraph that the default keeps; for a training corpus a
+missed paragraph costs less than kept boilerplate, and newspaper3k is consulted when trafilatura's text
+falls short of resiliparse's.
 
-Isolation. Extraction runs in a persistent child process (`IsolatedWorker`); a document that takes longer
-than `timeout_s` gets the child killed (extract_timeout), one that kills it or raises gets extract_crash,
-and the next document gets a fresh child. A child per document would cost a Python start plus the
-extractors' imports (2-8 s measured here) per page; the persistent one costs a round trip (~0.3 ms).
+Speed (benchmarks/extract.py: documents per CPU second of every process involved, the worker included).
+Five runs at θ = 0.7 on a shared 2-core machine: our stage 0.73-0.81x bare trafilatura.extract (124-139
+vs 159-185 docs/s), the rule alone in-process (parse, main text, metadata) 0.91-0.99x: the 0.8x target
+is not met on these pages. Per document, in ms (each page in turn through every step, best of 3, so
+each step starts with the caches the others left; bare trafilatura.extract 5.7-6.2):
+
+    worker   trafilatura fast 3.8-4.2 (+ its lxml parse 0.22-0.24), resiliparse parse 0.13 + text 0.35-0.37,
+             token_f1 agreement 0.28-0.30, newspaper 0.61-0.64 (amortized over the 5% of pages it is
+             consulted on), metadata 0.42-0.48 (kept documents only), py3langid 0.85-0.96 (0.33 with
+             warm caches: its 67 MB of tables are cold after an extraction), junk heuristics 0.21,
+             decode and scrub 0.09
+    parent   0.08: reading the WARC record, sending the bytes, receiving the fields
+
+The steps beyond trafilatura's own add ~3.1 ms a page, nearly twice the ~1.7 ms that fast mode saves
+over bare trafilatura's defaults. These pages are small (2-10 KB of HTML, 1-3 K characters of text;
+in-process, 0.72x on the smallest quarter, 0.77x on the largest), so the steps whose cost hardly grows
+with the page (langid, metadata, the round trip) weigh more than they would on typical web pages.
+What was cut, with unchanged outputs: the whole per-document path runs in the worker, 8 pages a message
+(`BATCH_PAGES`; one page a message cost the parent 0.33-0.45 ms a page: 0.66-0.71x); htmldate reads
+trafilatura's lxml tree instead of parsing again (0.16 ms); langid runs after the length filters and
+the metadata only for kept documents (nothing on these pages, all kept; on a crawl, what the filters
+drop); the letter test of junk_alpha_words runs 2.5x faster; trafilatura's options are built once.
+
+Isolation. The per-document path (decoding to filters) runs in a persistent child process
+(`IsolatedWorker`), which gets `BATCH_PAGES` bodies a message and answers with all their outcomes. A
+page that took longer than `timeout_s` is extract_timeout, one that raised is extract_crash. A batch
+may take `timeout_s` per page; when it takes longer or the child dies, the child is killed and the
+batch's pages run again one by one in fresh children, so the page that hangs (killed after `timeout_s`)
+or crashes the child is the one counted and the others are kept. A child per document would cost a
+Python start plus the extractors' imports (2-8 s measured here) per page; a fresh child loads langid's
+model (~1 s) before its first page, outside any deadline.
 
 Language. py3langid (langid.py's model, shipped in the package, 97 languages) on the first 500
 characters of the text, with probabilities normalized, so `min_language_score` is a probability. It
-labels all 135 texts of the dry-run web correctly (en, de, es, fr, ja, ru) in ~0.5 ms each.
+labels all 135 texts of the dry-run web correctly (en, de, es, fr, ja, ru) in 0.3-1 ms each (Speed).
 resiliparse's detector is ~50x faster but returns an unnormalized profile distance, not a confidence,
 and took Japanese for Chinese in our check.
 
 Filters, in order, each counted under its reason: too_long (chars > max_chars), too_short (GPT-2 tokens
 < min_tokens; OpenWebText's 128 is the default; the tokenizer only runs on texts of fewer words than
 that, since every word is at least one token), language (not in `languages`, or probability below
-`min_language_score`; default English only, as GPT-2's WebText), then the junk heuristics.
+`min_language_score`; default English only, as GPT-2's WebText; identified only for texts that passed
+the length filters), then the junk heuristics.
 
 Determinism: same WARC, log, urls and config -> byte-identical outputs, except that whether a document
 times out depends on the machine's speed.
@@ -106,13 +128,15 @@ import traceback
 from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import trafilatura
 from htmldate import find_date
+from lxml.html import HtmlElement
 from trafilatura.settings import Extractor
+from trafilatura.utils import load_html
 from newspaper.cleaners import DocumentCleaner
 from newspaper.configuration import Configuration
 from newspaper.extractors import ContentExtractor
@@ -136,6 +160,7 @@ LANGID_CHARS = 500  # language is decided on this much text; more changes nothin
 BINARY_PROBE_CHARS = 8_192
 BINARY_MAX_SHARE = 0.1
 WORKER_START_TIMEOUT_S = 120.0  # importing the extractors in a fresh child, on a loaded machine
+BATCH_PAGES = 8  # pages sent to the worker per message (module docstring: Isolation)
 
 DOC_SCHEMA = pa.schema([
     ("doc_id", pa.string()), ("url", pa.string()), ("final_url", pa.string()), ("domain", pa.string()),
@@ -194,6 +219,19 @@ def scrub(html: str) -> str:
 
 # ---------------------------------------------------------------- extraction (runs in the worker process)
 
+class ParsedPage(NamedTuple):
+    """A decoded page parsed once per parser: resiliparse's tree (its main-content text, <meta> tags) and
+    trafilatura's lxml tree (trafilatura and htmldate; None when lxml finds no document in the markup)."""
+
+    html: str
+    tree: HTMLTree
+    dom: HtmlElement | None
+
+
+def parse_page(html: str) -> ParsedPage:
+    return ParsedPage(html, HTMLTree.parse(html), load_html(html))
+
+
 def resiliparse_text(html: str | HTMLTree) -> str:
     return extract_plain_text(html, main_content=True, preserve_formatting=True, list_bullets=False)
 
@@ -202,13 +240,16 @@ def resiliparse_text(html: str | HTMLTree) -> str:
 def _trafilatura_options() -> Extractor:
     # Building trafilatura's options reads its ConfigParser (~0.2 ms, 5% of its fast extraction), so
     # bare_extraction gets a copy of one built once, with the page's url; it never changes the options.
-    return Extractor(output_format="python", fast=True, comments=False)
+    return Extractor(output_format="python", fast=True, precision=True, comments=False)
 
 
-def trafilatura_text(html: str, url: str) -> str:
+def trafilatura_text(dom: HtmlElement | None, url: str) -> str:
+    """Trafilatura's text of the lxml tree `dom`, which it copies before cleaning, so htmldate can share it."""
+    if dom is None:
+        return ""
     options = copy.copy(_trafilatura_options())
     options.url, options.source = url, url.encode("utf-8", "replace").decode("utf-8")  # as Extractor(url=url)
-    doc = trafilatura.bare_extraction(html, options=options)
+    doc = trafilatura.bare_extraction(dom, options=options)
     return unpipe(doc.text or "") if doc is not None else ""
 
 
@@ -217,13 +258,15 @@ TITLE_KEYS = ("og:title", "twitter:title", "headline")
 AUTHOR_KEYS = ("author", "article:author", "dc.creator", "byl")
 
 
-def page_metadata(html: str, tree: HTMLTree) -> dict:
+def page_metadata(page: ParsedPage) -> dict:
     """Title and author from <meta>, <h1>, <title> and rel=author; publication date (YYYY-MM-DD) by htmldate.
 
     Trafilatura's own metadata pass costs 2.5 ms per page, half its extraction time; this costs 0.2 ms
     plus htmldate's 0.2-0.6 ms and finds the same dates on the dry-run web (authors only where tagged).
-    `tree` is `html` parsed by resiliparse, shared with its main-content extraction.
+    htmldate gets trafilatura's lxml tree, not the markup: it would parse it again (0.16 ms a page), and
+    it takes a string that starts with "http" and has no space for a URL to download.
     """
+    tree = page.tree
     meta: dict[str, str] = {}
     for element in tree.document.query_selector_all("meta[content]"):
         key = (element.getattr("property") or element.getattr("name") or element.getattr("itemprop") or "").lower()
@@ -233,7 +276,7 @@ def page_metadata(html: str, tree: HTMLTree) -> dict:
     title = next((meta[k] for k in TITLE_KEYS if meta.get(k)), "") or (h1 and " ".join(h1.text.split())) or tree.title
     author = next((meta[k] for k in AUTHOR_KEYS if meta.get(k)), "") or (by_line and " ".join(by_line.text.split()))
     try:
-        date = find_date(html, original_date=True, outputformat="%Y-%m-%d")
+        date = find_date(page.dom, original_date=True, outputformat="%Y-%m-%d") if page.dom is not None else None
     except Exception:  # noqa: BLE001 - a page whose date cannot be parsed is still a document
         date = None
     return {"title": title or "", "date": date, "author": author or None}
@@ -267,53 +310,66 @@ def newspaper_text(html: str) -> str:
     return text
 
 
-def extract_main(html: str, url: str, second_opinion_below: float) -> dict:
-    """Main text by the measured rule (module docstring), with title/date/author and which extractor won."""
+def main_text(page: ParsedPage, url: str, second_opinion_below: float) -> dict:
+    """Main text by the measured rule (module docstring), which extractor won, whether newspaper was asked."""
     if logging.root.manager.disable < logging.WARNING:  # each logging.disable clears every logger's cache
         logging.disable(logging.WARNING)  # trafilatura and newspaper log every odd page
-    tree = HTMLTree.parse(html)
-    fast = resiliparse_text(tree)
-    text = trafilatura_text(html, url)
+    fast = resiliparse_text(page.tree)
+    text = trafilatura_text(page.dom, url)
     agreement = token_f1(text, fast)[2] if text else 0.0
     extractor, consulted = "trafilatura", False
     if agreement < second_opinion_below or not text:
         consulted = True
-        news = newspaper_text(html)
+        news = newspaper_text(page.html)
         if news.strip() and len(news) >= 0.5 * len(text):
             extractor, text = "newspaper", news
     if not text.strip():
         extractor, text = "resiliparse", fast
-    return {**page_metadata(html, tree), "text": text.strip(), "extractor": extractor, "consulted_newspaper": consulted}
+    return {"text": text.strip(), "extractor": extractor, "consulted_newspaper": consulted}
 
 
 # ---------------------------------------------------------------- isolation
 
 def _child_main(fd: int) -> None:
-    """Entry point of the worker process: take the parent's sys.path and the function, then serve calls."""
+    """Entry point of the worker process: take the parent's sys.path and the functions, warm up, then serve
+    batches of calls, answering each batch with one message of (status, result, seconds) per call."""
     conn = Connection(fd)
     sys.path[:] = conn.recv()
-    fn = conn.recv()
+    fn, warm_up = conn.recv()
+    if warm_up is not None:
+        warm_up()
     conn.send(("ready", None))
     while True:
         try:
-            args = conn.recv()
+            calls = conn.recv()
         except EOFError:
             return
-        try:
-            conn.send(("ok", fn(*args)))
-        except Exception as err:  # noqa: BLE001 - reported to the parent as extract_crash
-            conn.send(("error", f"{type(err).__name__}: {err} | {traceback.format_exc(limit=3)[-400:]}"))
+        outcomes = []
+        for args in calls:
+            started = time.monotonic()
+            try:
+                status, result = "ok", fn(*args)
+            except Exception as err:  # noqa: BLE001 - reported to the parent as extract_crash
+                status, result = "error", f"{type(err).__name__}: {err} | {traceback.format_exc(limit=3)[-400:]}"
+            outcomes.append((status, result, time.monotonic() - started))
+        conn.send(outcomes)
 
 
 class IsolatedWorker:
-    """Runs `fn(*args)` in a persistent child process, one call at a time, each within `timeout_s`.
+    """Runs `fn(*args)` calls in a persistent child process, in batches, each call within `timeout_s`.
 
-    `call` returns ("ok", result), ("timeout", detail), ("crash", detail) or ("error", detail). After a
-    timeout or crash the child is killed and the next call starts a fresh one. Use as a context manager.
+    `map(calls)` sends a batch of argument tuples in one message, gets all outcomes in one answer, and
+    returns one outcome per call: ("ok", result), ("timeout", detail), ("crash", detail) or ("error",
+    detail). A call that took longer than `timeout_s` is a timeout, finished or not: a batch has
+    `timeout_s` per call, and when it runs past that or the child dies, the child is killed and the
+    batch's calls are run again one by one, so that the timeout or crash is the one call's that caused
+    it and the other calls' outcomes are kept. `warm_up()`, if given, runs in each child
+    before its first call, outside any deadline (it loads what the calls would load lazily). Use as a
+    context manager.
     """
 
-    def __init__(self, fn: Callable, timeout_s: float):
-        self.fn, self.timeout_s = fn, timeout_s
+    def __init__(self, fn: Callable, timeout_s: float, warm_up: Callable[[], None] | None = None):
+        self.fn, self.timeout_s, self.warm_up = fn, timeout_s, warm_up
         self.process: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self.starts = 0
@@ -330,7 +386,7 @@ class IsolatedWorker:
         self.conn = Connection(parent_sock.detach())
         self.starts += 1
         self.conn.send(sys.path)
-        self.conn.send(self.fn)
+        self.conn.send((self.fn, self.warm_up))
         try:
             ready = self.conn.poll(WORKER_START_TIMEOUT_S) and self.conn.recv()[0] == "ready"
         except EOFError:
@@ -349,13 +405,14 @@ class IsolatedWorker:
             self.conn.close()
         self.process = self.conn = None
 
-    def call(self, *args) -> tuple[str, Any]:
+    def _run(self, calls: list[tuple], deadline_s: float) -> tuple[str, Any]:
+        """("ok", outcomes) for a batch of calls, or ("timeout" | "crash", detail) with the child stopped."""
         if self.process is None:
             self._start()
         try:
-            self.conn.send(args)
-            if self.conn.poll(self.timeout_s):
-                return self.conn.recv()
+            self.conn.send(calls)
+            if self.conn.poll(deadline_s):
+                return "ok", self.conn.recv()
         except (EOFError, OSError):
             try:
                 code = self.process.wait(timeout=1.0)
@@ -364,7 +421,19 @@ class IsolatedWorker:
             self.stop()
             return "crash", f"worker died (exit code {code})"
         self.stop()
-        return "timeout", f"no result within {self.timeout_s}s"
+        return "timeout", f"no result within {deadline_s}s"
+
+    def map(self, calls: list[tuple]) -> list[tuple[str, Any]]:
+        status, answer = self._run(calls, self.timeout_s * len(calls))
+        if status == "ok":
+            late = f"took longer than {self.timeout_s}s"
+            return [
+                (call_status, result) if seconds <= self.timeout_s else ("timeout", f"{late} ({seconds:.1f}s)")
+                for call_status, result, seconds in answer
+            ]
+        if len(calls) == 1:
+            return [(status, answer)]
+        return [outcome for args in calls for outcome in self.map([args])]
 
     def __enter__(self) -> "IsolatedWorker":
         return self
@@ -389,19 +458,24 @@ def count_tokens(text: str) -> int:
     return len(get_encoding().encode_ordinary(text))
 
 
-def filter_reason(text: str, language: str, language_score: float, config: ExtractConfig) -> tuple[str, str] | None:
-    """Why a document with this extracted text is dropped, as (reason, detail), or None to keep it."""
+def filter_document(text: str, config: ExtractConfig) -> dict:
+    """{"reason", "detail"} when a document with this extracted text is dropped, else {"reason": None,
+    "language", "language_score"}. The length filters come first, so what they drop never pays for langid."""
     if not text:
-        return "extract_empty", "no main text found"
+        return {"reason": "extract_empty", "detail": "no main text found"}
     if len(text) > config.max_chars:
-        return "too_long", f"{len(text)} chars > max_chars {config.max_chars}"
+        return {"reason": "too_long", "detail": f"{len(text)} chars > max_chars {config.max_chars}"}
     # Every whitespace-separated word is at least one GPT-2 token, so only short texts need the tokenizer.
     tokens = len(text.split())
     if tokens < config.min_tokens and (tokens := count_tokens(text)) < config.min_tokens:
-        return "too_short", f"{tokens} tokens < min_tokens {config.min_tokens}"
+        return {"reason": "too_short", "detail": f"{tokens} tokens < min_tokens {config.min_tokens}"}
+    language, language_score = identify_language(text)
     if config.languages and (language not in config.languages or language_score < config.min_language_score):
-        return "language", f"{language} {language_score:.3f}"
-    return junk_reason(text, config)
+        return {"reason": "language", "detail": f"{language} {language_score:.3f}"}
+    junk = junk_reason(text, config)
+    if junk:
+        return {"reason": junk[0], "detail": junk[1]}
+    return {"reason": None, "language": language, "language_score": language_score}
 
 
 def check_config(config: ExtractConfig) -> None:
@@ -414,28 +488,44 @@ def check_config(config: ExtractConfig) -> None:
 
 # ---------------------------------------------------------------- one document
 
-def extract_document(body: bytes, charset: str | None, url: str, worker: IsolatedWorker, config: ExtractConfig) -> dict:
-    """One crawled body -> {"reason", "detail"} when dropped, else the document's extracted fields."""
-    body = body[: config.max_html_bytes]
+def warm_up() -> None:
+    """Load what process_document loads on first use (langid's model takes ~1 s), so that no document's
+    deadline pays for it."""
+    _language_identifier()
+    get_encoding()
+    main_text(parse_page("<html><body><h1>Warm</h1><p>Up.</p></body></html>"), "http://localhost/", 1.0)
+
+
+def process_document(body: bytes, charset: str | None, url: str, config: ExtractConfig) -> dict:
+    """One crawled body (already cut to max_html_bytes) -> {"reason", "detail"} when dropped, else the
+    document's extracted fields. Runs in the worker process: everything a page can make hang or crash.
+    Title, date and author are read only for documents the filters keep."""
     html = decode_body(body, charset)
     if binary_share(html) > BINARY_MAX_SHARE:
         return {"reason": "binary", "detail": f"{binary_share(html):.2f} of the first characters undecodable"}
-    html = scrub(html)
-    status, result = worker.call(html, url, config.second_opinion_below)
-    if status != "ok":
-        reason = "extract_timeout" if status == "timeout" else "extract_crash"
-        return {"reason": reason, "detail": str(result)[:500]}
-    text = result["text"]
-    language, language_score = identify_language(text) if text else ("", 0.0)
-    dropped = filter_reason(text, language, language_score, config)
-    if dropped:
-        return {"reason": dropped[0], "detail": dropped[1]}
+    page = parse_page(scrub(html))
+    main = main_text(page, url, config.second_opinion_below)
+    text = main["text"]
+    kept = filter_document(text, config)
+    if kept["reason"]:
+        return kept
     return {
-        "reason": None, "title": result["title"], "text": text, "date": result["date"],
-        "author": result["author"], "language": language, "language_score": language_score,
-        "chars": len(text), "words": len(text.split()), "extractor": result["extractor"],
-        "consulted_newspaper": result["consulted_newspaper"],
+        **kept, **page_metadata(page), "text": text, "chars": len(text), "words": len(text.split()),
+        "extractor": main["extractor"], "consulted_newspaper": main["consulted_newspaper"],
     }
+
+
+def extract_documents(
+    pages: list[tuple[bytes, str | None, str]], worker: IsolatedWorker, config: ExtractConfig
+) -> list[dict]:
+    """(body, charset, url) pages -> process_document's outcome for each, run in `worker` as one batch;
+    a page that hangs or crashes the worker gets {"reason": "extract_timeout" | "extract_crash", "detail"}."""
+    calls = [(body[: config.max_html_bytes], charset, url, config) for body, charset, url in pages]
+    failed = {"timeout": "extract_timeout", "crash": "extract_crash", "error": "extract_crash"}
+    return [
+        result if status == "ok" else {"reason": failed[status], "detail": str(result)[:500]}
+        for status, result in worker.map(calls)
+    ]
 
 
 def read_response_body(path: Path, offset: int) -> bytes:
@@ -454,44 +544,55 @@ def doc_id(url: str) -> str:
     return hashlib.sha1(url.encode("utf-8")).hexdigest()
 
 
+def batch_outcomes(batch: list[dict], worker: IsolatedWorker, ctx: RunContext) -> list[dict]:
+    """One outcome per crawl-log row of `batch`: warc_unreadable, or process_document's, run in `worker`."""
+    bodies, outcomes = {}, {}
+    for i, row in enumerate(batch):
+        try:
+            bodies[i] = read_response_body(ctx.path(row["warc_file"]), row["warc_offset"])
+        except Exception as err:  # noqa: BLE001 - a damaged record is counted, the partition goes on
+            detail = f"{row['warc_file']}@{row['warc_offset']}: {err}"[:500]
+            outcomes[i] = {"reason": "warc_unreadable", "detail": detail}
+    pages = [(body, batch[i]["charset"], batch[i]["url"]) for i, body in bodies.items()]
+    outcomes.update(zip(bodies, extract_documents(pages, worker, ctx.config.extract)))
+    return [outcomes[i] for i in range(len(batch))]
+
+
 def extract_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     """Crawl partition spec["index"] -> docs/part-i.parquet and docs/rejects/part-i.parquet."""
     config = ctx.config.extract
     log = storage.read_parquet(ctx.path(spec["log"])).to_pylist()
     urls = {row["url"]: row for row in storage.read_parquet(ctx.path(spec["urls"]), columns=URL_META_COLUMNS).to_pylist()}
     rows = [row for row in log if row["reason"] == "ok"]
+    missing = [row["url"] for row in rows if row["url"] not in urls]
+    if missing:
+        raise StageError(
+            f"{spec['log']}: url {missing[0]!r} ({len(missing)} in all) is not in {spec['urls']}; the crawl and url "
+            f"partitions disagree: rerun `webtext crawl` for this run directory"
+        )
     counts, info = Counter(), Counter()
     counts["in"] = len(rows)
     docs, rejects = [], []
     started = time.monotonic()
-    with IsolatedWorker(extract_main, config.timeout_s) as worker:
-        for row in rows:
-            meta = urls.get(row["url"])
-            if meta is None:
-                raise StageError(
-                    f"{spec['log']}: url {row['url']!r} is not in {spec['urls']}; the crawl and url partitions "
-                    f"disagree: rerun `webtext crawl` for this run directory"
-                )
-            try:
-                body = read_response_body(ctx.path(row["warc_file"]), row["warc_offset"])
-            except Exception as err:  # noqa: BLE001 - a damaged record is counted, the partition goes on
-                out = {"reason": "warc_unreadable", "detail": f"{row['warc_file']}@{row['warc_offset']}: {err}"[:500]}
-            else:
-                out = extract_document(body, row["charset"], row["url"], worker, config)
-            if out["reason"]:
-                counts[out["reason"]] += 1
-                rejects.append({"url": row["url"], "reason": out["reason"], "detail": out["detail"]})
-                continue
-            counts["out"] += 1
-            info[f"extractor_{out['extractor']}"] += 1
-            info["consulted_newspaper"] += out.pop("consulted_newspaper")
-            del out["reason"]
-            docs.append({
-                "doc_id": doc_id(row["url"]), "url": row["url"], "final_url": row["final_url"] or row["url"],
-                "domain": meta["domain"] or urlsplit(row["url"]).hostname or "", **out,
-                **{k: meta[k] for k in URL_META_COLUMNS[2:]},
-                "warc_file": row["warc_file"], "warc_offset": row["warc_offset"], "fetched_at": row["fetched_at"],
-            })
+    with IsolatedWorker(process_document, config.timeout_s, warm_up) as worker:
+        for start in range(0, len(rows), BATCH_PAGES):
+            batch = rows[start:start + BATCH_PAGES]
+            for row, out in zip(batch, batch_outcomes(batch, worker, ctx)):
+                if out["reason"]:
+                    counts[out["reason"]] += 1
+                    rejects.append({"url": row["url"], "reason": out["reason"], "detail": out["detail"]})
+                    continue
+                counts["out"] += 1
+                info[f"extractor_{out['extractor']}"] += 1
+                info["consulted_newspaper"] += out.pop("consulted_newspaper")
+                del out["reason"]
+                meta = urls[row["url"]]
+                docs.append({
+                    "doc_id": doc_id(row["url"]), "url": row["url"], "final_url": row["final_url"] or row["url"],
+                    "domain": meta["domain"] or urlsplit(row["url"]).hostname or "", **out,
+                    **{k: meta[k] for k in URL_META_COLUMNS[2:]},
+                    "warc_file": row["warc_file"], "warc_offset": row["warc_offset"], "fetched_at": row["fetched_at"],
+                })
         info["worker_starts"] = worker.starts
     info["extract_seconds"] = time.monotonic() - started
     docs.sort(key=lambda d: d["doc_id"])

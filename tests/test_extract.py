@@ -39,12 +39,13 @@ def charset_of(page: devweb.Page) -> str | None:
 
 @pytest.fixture(scope="module")
 def worker():
-    with extract.IsolatedWorker(extract.extract_main, timeout_s=60.0) as w:
+    with extract.IsolatedWorker(extract.process_document, timeout_s=60.0, warm_up=extract.warm_up) as w:
         yield w
 
 
 def run_doc(body: bytes, worker, charset: str | None = "utf-8", **overrides) -> dict:
-    return extract.extract_document(body, charset, URL, worker, dataclasses.replace(ExtractConfig(), **overrides))
+    [out] = extract.extract_documents([(body, charset, URL)], worker, dataclasses.replace(ExtractConfig(), **overrides))
+    return out
 
 
 # ---------------------------------------------------------------- scorer
@@ -76,7 +77,7 @@ def test_nul_bytes_and_lone_surrogates_are_scrubbed(worker):
 def test_deep_nesting_that_trafilatura_cannot_parse_still_yields_text(worker):
     article = pages_of("article")[1]
     deep = b"<html><body>" + b"<div>" * 5000 + article.body + b"</div>" * 5000 + b"</body></html>"
-    assert extract.trafilatura_text(deep.decode(), URL) == ""  # the premise: trafilatura gives up
+    assert extract.trafilatura_text(extract.parse_page(deep.decode()).dom, URL) == ""  # the premise: it gives up
     out = run_doc(deep, worker)
     assert out["reason"] is None and out["extractor"] != "trafilatura"
     assert token_f1(out["text"], article.text)[1] > 0.9
@@ -117,35 +118,46 @@ def test_legacy_charsets_decode_from_log_or_sniffed(worker, language):
 
 def test_hanging_call_is_killed_and_the_worker_restarts():
     with extract.IsolatedWorker(time.sleep, timeout_s=0.5) as w:
-        assert w.call(0) == ("ok", None)
+        assert w.map([(0,)]) == [("ok", None)]
         first_pid = w.process.pid
         started = time.monotonic()
-        status, detail = w.call(3600)
+        [(status, detail)] = w.map([(3600,)])
         assert status == "timeout" and time.monotonic() - started < 30
         assert w.process is None  # killed
-        assert w.call(0) == ("ok", None) and w.process.pid != first_pid and w.starts == 2
+        assert w.map([(0,)]) == [("ok", None)] and w.process.pid != first_pid and w.starts == 2
 
 
-def test_crash_and_exception_are_reported_and_the_worker_restarts():
+def test_a_hanging_call_in_a_batch_is_found_and_the_others_are_kept():
+    with extract.IsolatedWorker(time.sleep, timeout_s=1.0) as w:
+        # A call over its 1 s is a timeout even when it finishes within the batch's 3 x 1 s.
+        outcomes = w.map([(0.2,), (1.3,), (0,)])
+        assert [status for status, _ in outcomes] == ["ok", "timeout", "ok"] and w.starts == 1
+        # The hanging call times the batch out; the calls run again one by one, in a fresh worker after
+        # the batch's kill and another after the hanging call's.
+        outcomes = w.map([(0.2,), (3600,), (0.2,)])
+        assert [status for status, _ in outcomes] == ["ok", "timeout", "ok"] and w.starts == 3
+
+
+def test_crash_and_exception_are_reported_for_their_call_and_the_worker_restarts():
     with extract.IsolatedWorker(os.abort, timeout_s=30) as w:
-        status, detail = w.call()
+        [(status, detail)] = w.map([()])
         assert status == "crash" and "exit code" in detail
-    with extract.IsolatedWorker(int, timeout_s=30) as w:
-        status, detail = w.call("not a number")
-        assert status == "error" and "ValueError" in detail
-        assert w.call("7") == ("ok", 7)
+    with extract.IsolatedWorker(eval, timeout_s=30) as w:
+        outcomes = w.map([("1 + 1",), ("__import__('os').abort()",), ("int('x')",), ("3",)])
+        assert outcomes[0] == ("ok", 2) and outcomes[1][0] == "crash" and outcomes[3] == ("ok", 3)
+        assert outcomes[2][0] == "error" and "ValueError" in outcomes[2][1] and w.starts == 3
 
 
 def test_slow_extraction_is_counted_as_timeout_and_the_next_document_goes_on():
     article = pages_of("article")[3]
-    slow = article.body.replace(b"</body>", b"<div><a href='/x'>link</a></div>" * 30_000 + b"</body>")
+    # ~7 s of extraction for 30,000 of these divs here, so 60,000 are well past the batch's 3 x 1 s.
+    slow = article.body.replace(b"</body>", b"<div><a href='/x'>link</a></div>" * 60_000 + b"</body>")
     config = dataclasses.replace(ExtractConfig(), timeout_s=1.0)
-    with extract.IsolatedWorker(extract.extract_main, config.timeout_s) as w:
-        w.call("<p>start the worker</p>", URL, 0.7)
-        out = extract.extract_document(slow, "utf-8", URL, w, config)
-        assert out["reason"] == "extract_timeout", out
-        out = extract.extract_document(article.body, "utf-8", URL, w, dataclasses.replace(config, timeout_s=60.0))
-        assert out["reason"] is None and w.starts == 2
+    with extract.IsolatedWorker(extract.process_document, config.timeout_s, extract.warm_up) as w:
+        pages = [(article.body, "utf-8", URL), (slow, "utf-8", URL), (article.body, "utf-8", URL)]
+        outcomes = extract.extract_documents(pages, w, config)
+        assert [out["reason"] for out in outcomes] == [None, "extract_timeout", None], outcomes
+        assert outcomes[0] == outcomes[2] and w.starts == 3
 
 
 # ---------------------------------------------------------------- filters
@@ -170,13 +182,12 @@ PROSE = " ".join(p.text for p in pages_of("article")[:3])
 )
 def test_each_filter_has_its_reason(text, overrides, reason):
     config = dataclasses.replace(ExtractConfig(), **overrides)
-    language, score = extract.identify_language(text) if text else ("", 0.0)
-    got = extract.filter_reason(text, language, score, config)
-    assert got is not None and got[0] == reason, got
+    got = extract.filter_document(text, config)
+    assert got["reason"] == reason, got
     if reason.startswith("junk_"):  # and each heuristic is off-able
         off = dataclasses.replace(config, heuristics=[h for h in config.heuristics if h != reason])
         assert junk_reason(text, off) is None or junk_reason(text, off)[0] != reason
-    assert extract.filter_reason(PROSE, "en", 0.99, ExtractConfig()) is None
+    assert extract.filter_document(PROSE, ExtractConfig())["reason"] is None
 
 
 def test_every_heuristic_is_in_the_default_config_and_unknown_ones_are_refused():

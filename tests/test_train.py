@@ -176,9 +176,12 @@ def test_resumed_run_reproduces_the_uninterrupted_trajectory(tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     prose_stream(whole)
     rows = train_local(whole, cfg)
-    # the resumed run starts from what a crash after step 5 leaves: the step-4 checkpoint and 5 logged rows
+    # the resumed run starts from what a crash after step 5 leaves: the step-4 checkpoint and 5 logged rows,
+    # and a step-8 checkpoint cut short mid-write (by a worker killed while writing), which resuming skips
     prose_stream(resumed)
     shutil.copytree(whole / "train" / "checkpoints" / "step-000004", resumed / "train" / "checkpoints" / "step-000004")
+    whole_8 = (whole / "train" / "checkpoints" / "step-000008" / "checkpoint.pt").read_bytes()
+    storage.write_bytes(resumed / "train" / "checkpoints" / "step-000008" / "checkpoint.pt", whole_8[: len(whole_8) // 2])
     lines = (whole / "train" / "metrics.jsonl").read_text().splitlines()[:5]
     (resumed / "train" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     rows_resumed = train_local(resumed, cfg)

@@ -32,8 +32,11 @@ The loop (`train_loop`, the function every Ray Train worker runs):
 - MFU = PaLM's 6N + 12LHQT FLOPs per token x tokens/s / (peak FLOP/s x workers), see GPT.flops_per_token.
 
 Fault tolerance: `FailureConfig(max_failures)`: when a worker dies, Ray Train tears the group down, starts
-a new one, and every worker resumes from `ray.train.get_checkpoint()` (weights, optimizer moments, step and
-data position), so a crash costs at most checkpoint_every steps. Data order depends only on the position
+a new one, and every worker resumes from the newest readable checkpoint in R/train/checkpoints (weights,
+optimizer moments, step and data position), so a crash costs at most checkpoint_every steps. That folder,
+not `ray.train.get_checkpoint()`, is the record: Ray's controller registers a checkpoint only after taking
+the report from every worker at its next 2 s poll, and a worker that died in between lost it (CI saw the
+restart begin again at step 0). Data order depends only on the position
 (training/data.py) and there is no dropout, so a resumed run repeats the uninterrupted run's loss
 trajectory (tests/test_train.py checks it). `train.crash_at_step` injects such a crash for tests and drills.
 
@@ -137,10 +140,28 @@ def checkpoint_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def checkpoint_files(checkpoints: Path) -> list[Path]:
+    """Every `step-NNNNNN/checkpoint.pt` under a checkpoints folder, oldest first."""
+    return sorted(checkpoints.glob(f"step-*/{CHECKPOINT_FILE}")) if checkpoints.is_dir() else []
+
+
 def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest `step-NNNNNN/checkpoint.pt` under a checkpoints folder, or None."""
-    found = sorted(checkpoints.glob(f"step-*/{CHECKPOINT_FILE}")) if checkpoints.is_dir() else []
+    found = checkpoint_files(checkpoints)
     return found[-1] if found else None
+
+
+def resume_state(checkpoints: Path) -> dict | None:
+    """The newest checkpoint under `checkpoints` that loads, or None; unreadable ones are named and skipped.
+
+    A worker killed while writing one leaves it cut short; resuming from the one before loses only
+    checkpoint_every steps, where stopping would lose the whole restart.
+    """
+    for path in reversed(checkpoint_files(checkpoints)):
+        try:
+            return load_checkpoint(path)
+        except StageError as err:
+            log(f"skipping {err}")
+    return None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -159,22 +180,20 @@ def load_checkpoint(path: Path) -> dict:
 class RayTrainSession:
     """The loop's view of a Ray Train worker: rank, device, latest checkpoint, and report()."""
 
-    def __init__(self):
+    def __init__(self, checkpoints: Path):
         import ray.train
         import ray.train.torch
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.checkpoints = checkpoints
 
     def load(self) -> dict | None:
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+        # Not ray.train.get_checkpoint(): the controller registers a report only once it has taken it from
+        # every worker's queue at its next poll (2 s), so a worker that dies just after reporting a
+        # checkpoint takes the report with it, and Ray's record lags what is safely on disk.
+        return resume_state(self.checkpoints)
 
     def report(self, metrics: dict, state: dict | None) -> None:
         """Every rank calls this at the same steps (it is a barrier); rank 0 passes the checkpoint state."""
@@ -201,8 +220,7 @@ class LocalSession:
         self.checkpoints, self.keep = checkpoints, keep
 
     def load(self) -> dict | None:
-        path = latest_checkpoint(self.checkpoints)
-        return load_checkpoint(path) if path else None
+        return resume_state(self.checkpoints)
 
     def report(self, metrics: dict, state: dict | None) -> None:
         if state is None:
@@ -267,9 +285,9 @@ def _append_row(path: Path, row: dict) -> None:
 
 def train_loop(loop_config: dict, session=None) -> None:
     """One worker's training: {"run_dir", "train"} in, checkpoints and metrics out (see the module docstring)."""
-    session = session or RayTrainSession()
     cfg = TrainConfig(**loop_config["train"])
     out = Path(loop_config["run_dir"]) / "train"
+    session = session or RayTrainSession(out / "checkpoints")
     manifest = Path(loop_config["run_dir"]) / "tokens" / "manifest.json"
     device, rank, world_size = session.device, session.rank, session.world_size
     accum = grad_accum_steps(cfg, world_size)

@@ -29,10 +29,11 @@ is the child's VmHWM from /proc/self/status; "RSS at start" is the same after im
 (ours imports pyarrow and ray through pipeline.reddit). Both sizes are measured so that growth with the
 input shows. Target (issue 2): ours >= 2x naive per core, memory flat as the input grows.
 
-Measured on the 2-core dev box shared with other jobs (load 2-15), --repeat 3: naive 35,449 / 33,815
-lines/s per core, ours 99,261 / 87,842 (2.80x / 2.60x; single runs of ours ranged 58,759-99,261, naive
-32,123-35,449) at 0.5M / 1M lines; peak RSS naive 43 / 68 MB, ours 185 / 189 MB (116 MB of it is the
-pyarrow and ray imports; kept rows are written to their bucket files every FLUSH_ROWS rows).
+Measured on the 2-core dev box, --repeat 3, best of each: naive 46,237 / 40,234 lines/s per core, ours
+101,105 / 87,997 (2.19x / 2.19x) at 0.5M / 1M lines; single runs of ours 77,497-101,105, naive
+34,972-46,237 (medians 1.97x / 2.18x); an earlier run at load ~2 gave 2.47x / 2.29x. Peak RSS naive 44 / 68
+MB, ours 188 / 188 MB (116 MB of it is the pyarrow and ray imports; kept rows are written to their bucket
+files every FLUSH_ROWS rows).
 """
 
 from __future__ import annotations

@@ -65,9 +65,10 @@ missed paragraph costs less than kept boilerplate, and newspaper3k is consulted 
 falls short of resiliparse's.
 
 Speed (benchmarks/extract.py: documents per CPU second of every process involved, the worker included).
-Five runs at θ = 0.7 on a shared 2-core machine: our stage 0.73-0.81x bare trafilatura.extract (124-139
-vs 159-185 docs/s), the rule alone in-process (parse, main text, metadata) 0.91-0.99x: the 0.8x target
-is not met on these pages. Per document, in ms (each page in turn through every step, best of 3, so
+At θ = 0.7 on the 2-core machine with nothing else running: our stage 0.75x bare trafilatura.extract
+(145 vs 193 docs/s), the rule alone in-process (parse, main text, metadata) 1.12x; five earlier runs on
+the machine shared with other work, before fast+precision mode, 0.73-0.81x. The 0.8x target is not met
+on these pages: the stage needs ~6.9 ms of CPU a page where 0.8x allows 6.5. Per document, in ms (each page in turn through every step, best of 3, so
 each step starts with the caches the others left; bare trafilatura.extract 5.7-6.2):
 
     worker   trafilatura fast 3.8-4.2 (+ its lxml parse 0.22-0.24), resiliparse parse 0.13 + text 0.35-0.37,

@@ -26,11 +26,10 @@ pages in an order that rotates every chunk, for `--rounds` rounds, each method's
 a busy spell on the machine then falls on all methods alike. Chunks much smaller than 64 pages
 measure cache warm-up more than extraction (16: our stage 0.70x).
 
-Last run (284 pages, 2-core machine with nothing else running, ~100 s): bare trafilatura 193 docs/s, F1
-0.945; our stage 145 docs/s, 0.75x, F1 0.954; 1 page per message 0.74x; the rule in-process at θ = 0.7
-1.12x (trafilatura in fast+precision mode). Five earlier runs on the machine shared with other work,
-before fast+precision: our stage 0.73-0.81x, 1 page per message 0.66-0.71x, the rule 0.91-0.99x. The
-same code reads up to ~0.08x apart from run to run.
+Last runs (284 pages, 2-core machine): nothing else running, bare trafilatura 184 docs/s, F1 0.945; our
+stage 178 docs/s, 0.97x, F1 0.954; 1 page per message 0.79x; the rule in-process at θ = 0.7 1.10x. Two
+runs beside a crawl benchmark: our stage 0.80x and 0.93x. The same code reads up to ~0.1x apart from run
+to run on a shared machine.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class ExtractConfig:
     min_tokens: int = 128
     # Documents longer than this many characters are dropped (too_long).
     max_chars: int = 1_000_000
-    # Languages kept (py3langid's ISO 639-1 codes); empty keeps all.
+    # Languages kept (lid.176's codes: ISO 639-1 where there is one); empty keeps all.
     languages: list[str] = field(default_factory=lambda: ["en"])
     # Minimum language-identification probability for a kept language.
     min_language_score: float = 0.5

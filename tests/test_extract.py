@@ -114,6 +114,61 @@ def test_legacy_charsets_decode_from_log_or_sniffed(worker, language):
     assert run_doc(page.body, worker, charset=charset_of(page), min_tokens=16)["reason"] == "language"
 
 
+@pytest.mark.parametrize("markup", [
+    pages_of("article")[0].body.decode(),
+    "<!DOCTYPE html>\n<html><head><title>t</title></head><body><p>One.</p><p>Two.</p></body></html>",
+    "<?xml version='1.0' encoding='utf-8'?><html><body><p>Declared.</p><div>Body.</div></body></html>",
+    "<html lang='en' />\n<body><p>Self-closing html.</p><p>Second.</p></body>",
+    "<p>A lone fragment.</p>",
+    "<div><p>Two</p></div><p>blocks, no html tag.</p>",
+    "", "   ",
+])
+def test_our_parse_gives_trafilatura_the_tree_its_own_loader_gives(markup):
+    from lxml import etree
+    from lxml.html import HtmlElement
+    from trafilatura.utils import load_html
+
+    ours, theirs = extract.load_dom(markup), load_html(markup)
+    assert (ours is None) == (theirs is None)
+    if ours is not None:
+        assert etree.tostring(ours) == etree.tostring(theirs)
+        assert all(isinstance(e, HtmlElement) for e in ours.iter(etree.Element))
+        assert extract.trafilatura_text(ours, URL) == extract.trafilatura_text(theirs, URL)
+
+
+def test_newspaper_cleaner_queries_find_what_lxml_exslt_finds():
+    from newspaper.cleaners import DocumentCleaner
+    from newspaper.configuration import Configuration
+    from newspaper.parsers import Parser
+
+    cleaner = DocumentCleaner(Configuration())
+    queries = [cleaner.nauthy_ids_re, cleaner.nauthy_classes_re, cleaner.nauthy_names_re] + [
+        f"//*[re:test(@{attribute}, '{pattern}', 'i')]"
+        for pattern in (cleaner.caption_re, cleaner.google_re, cleaner.entries_re, cleaner.facebook_re,
+                        cleaner.twitter_re, "^$")  # "^$" matches elements without the attribute too
+        for attribute in ("id", "class")
+    ]
+    markup = pages_of("article")[3].body.decode().replace("<p>", (
+        "<div id='SideBar-Comments' class='x'><p class='Caption'>c</p></div><span name='Footer'>f</span>"
+        "<i class='a facebook b'>x</i><b id='twitter'>y</b><u class=' google '>g</u><em id=''>e</em><p>"
+    ), 2)
+    doc = Parser.fromstring(markup)
+    for query in queries:
+        found = extract.AttributeRegexParser.xpath_re(doc, query)
+        assert found == Parser.xpath_re(doc, query), query
+    assert extract.AttributeRegexParser.xpath_re(doc, cleaner.nauthy_ids_re)  # the page has matches
+
+
+def test_an_unsure_language_gets_a_second_look_at_more_text():
+    places = "Zürich, München, Kraków, Göteborg, Łódź, Besançon, Århus, Škoda, Citroën, Peugeot, Renault. " * 6
+    text = places[: extract.LANGID_CHARS] + " " + PROSE
+    first = extract.classify_language(text[: extract.LANGID_CHARS])
+    assert first[0] != "en" or first[1] < 0.5  # the premise: the first 500 characters are not clearly English
+    assert extract.identify_language(text, 0.5)[0] == "en" and extract.identify_language(text, 0.5)[1] >= 0.5
+    assert extract.identify_language(text, 0.0) == first  # sure enough: no second look
+    assert extract.filter_document(text, ExtractConfig())["reason"] is None
+
+
 # ---------------------------------------------------------------- isolation
 
 def test_hanging_call_is_killed_and_the_worker_restarts():

@@ -85,7 +85,7 @@ class CrawlConfig:
     # robots.txt Crawl-delay is honoured up to this many seconds.
     max_crawl_delay_s: float = 10.0
     # Hosts crawled concurrently by one task. Politeness caps each host near one request per 1.35 s, so this
-    # sets a task's top speed (1024 hosts of 4 pages: ~745 pages/s); 2 tasks of 1024 measured 713-815 pages/s
+    # sets a task's top speed (1024 hosts of 4 pages: ~745 pages/s); 2 tasks of 1024 measured 926-949 pages/s
     # in benchmarks/crawl.py, of 512 207-625. Bodies held: up to this x page size (peak RSS ~270 MB a task).
     hosts_in_flight: int = 1024
     # Seconds to establish a TCP (and TLS) connection.

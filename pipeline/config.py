@@ -131,7 +131,8 @@ class ExtractConfig:
     max_chars: int = 1_000_000
     # Languages kept (lid.176's codes: ISO 639-1 where there is one); empty keeps all.
     languages: list[str] = field(default_factory=lambda: ["en"])
-    # Minimum language-identification probability for a kept language.
+    # Minimum language-identification probability for a kept language; a text under it on its first 500
+    # characters is judged again on its first 2,000.
     min_language_score: float = 0.5
     # Junk heuristics applied, by reason name (pipeline/quality.py); remove a name to turn it off.
     heuristics: list[str] = field(

@@ -5,9 +5,12 @@ field has a default, so an empty file is a valid configuration. Overrides come f
 
     webtext reddit --run-dir runs/x --config jobs/configs/local.toml --set reddit.min_score=5
 
-An unknown section or key, or a value of the wrong type, is an error that names the key and the file.
-The resolved configuration is frozen into the run directory as `config.toml`; each stage fingerprints the
-sections it depends on so a rerun with a changed configuration never reuses stale outputs.
+The whole configuration is checked when it is loaded, before any stage runs and before the run's frozen
+`config.toml` is written: an unknown section or key, a value of the wrong type, a value outside its range
+(`Range` annotations), a choice outside its set (`Literal`) or a broken rule between fields (`check`
+methods) is an error that names the key and where the value came from. So a refused `--set` leaves the
+run exactly as it was. Each stage fingerprints the sections it reads, so a changed value reruns what it
+touches.
 """
 
 from __future__ import annotations
@@ -16,13 +19,63 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and key to fix."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field: `Annotated[float, Range(ge=0)]`; None leaves that side open."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value, where: str) -> None:
+        ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+              and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
+              and not (isinstance(value, float) and math.isnan(value)))
+        if not ok:
+            raise ConfigError(f"{where}: {value!r} is outside {self}")
+
+    def __str__(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else str(x)
+
+        low = f"[{num(self.ge)}" if self.ge is not None else f"({num(self.gt)}" if self.gt is not None else "(-inf"
+        high = f"{num(self.le)}]" if self.le is not None else f"{num(self.lt)})" if self.lt is not None else "inf)"
+        return f"{low}, {high}"
+
+
+NonNegative = Range(ge=0)
+Positive = Range(gt=0)
+AtLeastOne = Range(ge=1)
+Probability = Range(ge=0, le=1)
+Threshold = Range(gt=0, le=1)
+
+# The GPT-2 sizes (training/model.py builds them): the paper's four and a tiny one for CPU dry runs.
+ModelName = Literal["gpt2-tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
+MODEL_DIMS = {
+    "gpt2-tiny": dict(block_size=256, n_layer=2, n_head=2, n_embd=64),
+    "gpt2": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": dict(block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": dict(block_size=1024, n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": dict(block_size=1024, n_layer=48, n_head=25, n_embd=1600),
+}
+assert tuple(MODEL_DIMS) == typing.get_args(ModelName)
+
+# Junk heuristics of the extract stage, by reason name (pipeline/quality.py implements each).
+Heuristic = Literal[
+    "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words", "junk_long_words"
+]
 
 
 @dataclass
@@ -30,7 +83,7 @@ class RayConfig:
     # Ray cluster address; "" means $RAY_ADDRESS if set, else start a local instance sized to the machine.
     address: str = ""
     # CPUs for a local instance; 0 means all cores. Ignored when joining a cluster.
-    num_cpus: int = 0
+    num_cpus: Annotated[int, NonNegative] = 0
 
 
 @dataclass
@@ -38,7 +91,7 @@ class RedditConfig:
     # A submission is kept when its own score is >= this (per submission, see pipeline/reddit.py).
     min_score: int = 3
     # "drop" removes over_18 submissions; "keep" keeps them (their flag is carried in the output).
-    nsfw: str = "drop"
+    nsfw: Literal["drop", "keep"] = "drop"
     # Hosts whose links are dropped; a rule matches the host and every subdomain of it.
     blocked_domains: list[str] = field(
         default_factory=lambda: [
@@ -67,9 +120,9 @@ class RedditConfig:
         ]
     )
     # Number of host-hash partitions of urls/ (each crawl task takes one).
-    num_partitions: int = 16
+    num_partitions: Annotated[int, AtLeastOne] = 16
     # Longest URL kept, in characters; longer ones are dropped as invalid.
-    max_url_length: int = 2048
+    max_url_length: Annotated[int, AtLeastOne] = 2048
 
 
 @dataclass
@@ -77,41 +130,41 @@ class CrawlConfig:
     # User-Agent sent with every request and matched against robots.txt rules.
     user_agent: str = "webtext-crawler/0.1 (+https://github.com/webtext/webtext)"
     # Requests in flight at once to one host.
-    per_host_concurrency: int = 1
+    per_host_concurrency: Annotated[int, AtLeastOne] = 1
     # Minimum seconds between two requests to one host: after the previous one's start and its end.
-    per_host_delay_s: float = 1.0
+    per_host_delay_s: Annotated[float, NonNegative] = 1.0
     # Extra random delay per request, as a fraction of per_host_delay_s (0.5 = up to +50%).
-    delay_jitter: float = 0.5
+    delay_jitter: Annotated[float, NonNegative] = 0.5
     # robots.txt Crawl-delay is honoured up to this many seconds.
-    max_crawl_delay_s: float = 10.0
+    max_crawl_delay_s: Annotated[float, NonNegative] = 10.0
     # Hosts crawled concurrently by one task. Politeness caps each host near one request per 1.35 s, so this
     # sets a task's top speed (1024 hosts of 4 pages: ~745 pages/s); 2 tasks of 1024 measured 926-949 pages/s
     # in benchmarks/crawl.py, of 512 207-625. Bodies held: up to this x page size (peak RSS ~270 MB a task).
-    hosts_in_flight: int = 1024
+    hosts_in_flight: Annotated[int, AtLeastOne] = 1024
     # Seconds to establish a TCP (and TLS) connection.
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: Annotated[float, Positive] = 10.0
     # Wall-clock seconds for a whole request, headers and body; a slow drip cannot outlast it.
-    request_deadline_s: float = 30.0
+    request_deadline_s: Annotated[float, Positive] = 30.0
     # Largest decoded (decompressed) body kept, in bytes; a larger response is abandoned as too_large.
-    max_body_bytes: int = 5_000_000
+    max_body_bytes: Annotated[int, AtLeastOne] = 5_000_000
     # Longest URL fetched, input or redirect target, in characters; longer ones are url_too_long.
-    max_url_length: int = 2048
+    max_url_length: Annotated[int, AtLeastOne] = 2048
     # Redirects followed per URL.
-    max_redirects: int = 5
+    max_redirects: Annotated[int, NonNegative] = 5
     # Retries after a connection error, 408, 429 or 5xx.
-    max_retries: int = 3
+    max_retries: Annotated[int, NonNegative] = 3
     # First retry backoff in seconds; doubles each retry, jittered.
-    backoff_base_s: float = 1.0
+    backoff_base_s: Annotated[float, NonNegative] = 1.0
     # Retry-After is honoured up to this many seconds; a longer one gives up the URL.
-    max_retry_after_s: float = 60.0
+    max_retry_after_s: Annotated[float, NonNegative] = 60.0
     # A host is given up after this many consecutive failed URLs.
-    host_max_failures: int = 5
+    host_max_failures: Annotated[int, AtLeastOne] = 5
     # Fetch from loopback, private, link-local and reserved addresses. Only the dry-run config sets it.
     allow_private_networks: bool = False
     # Seconds allowed to fetch robots.txt.
-    robots_timeout_s: float = 10.0
+    robots_timeout_s: Annotated[float, Positive] = 10.0
     # Largest robots.txt read, in bytes.
-    robots_max_bytes: int = 500_000
+    robots_max_bytes: Annotated[int, AtLeastOne] = 500_000
     # Content types accepted (after sniffing).
     content_types: list[str] = field(default_factory=lambda: ["text/html", "application/xhtml+xml"])
 
@@ -119,35 +172,40 @@ class CrawlConfig:
 @dataclass
 class ExtractConfig:
     # Seconds one document may spend in extraction before its worker is killed (extract_timeout).
-    timeout_s: float = 20.0
+    timeout_s: Annotated[float, Positive] = 20.0
     # HTML is cut to this many bytes before decoding and extraction.
-    max_html_bytes: int = 2_000_000
+    max_html_bytes: Annotated[int, AtLeastOne] = 2_000_000
     # newspaper3k is consulted when trafilatura and resiliparse agree less than this (token F1 between
     # their texts); 0 never consults it, 1 always does. See pipeline/extract.py for the measurement.
-    second_opinion_below: float = 0.7
+    second_opinion_below: Annotated[float, Probability] = 0.7
     # Documents shorter than this many GPT-2 tokens are dropped (too_short; OpenWebText used 128).
-    min_tokens: int = 128
+    min_tokens: Annotated[int, NonNegative] = 128
     # Documents longer than this many characters are dropped (too_long).
-    max_chars: int = 1_000_000
+    max_chars: Annotated[int, AtLeastOne] = 1_000_000
     # Languages kept (lid.176's codes: ISO 639-1 where there is one); empty keeps all.
     languages: list[str] = field(default_factory=lambda: ["en"])
     # Minimum language-identification probability for a kept language; a text under it on its first 500
     # characters is judged again on its first 2,000.
-    min_language_score: float = 0.5
+    min_language_score: Annotated[float, Probability] = 0.5
     # Junk heuristics applied, by reason name (pipeline/quality.py); remove a name to turn it off.
-    heuristics: list[str] = field(
+    heuristics: list[Heuristic] = field(
         default_factory=lambda: [
             "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words",
             "junk_long_words",
         ]
     )
     # Bounds of those heuristics (Gopher's and C4's rules, see pipeline/quality.py).
-    max_symbol_ratio: float = 0.1
-    min_alpha_words: float = 0.8
-    max_repeated_lines: float = 0.3
-    min_punctuated_lines: float = 0.5
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
+    max_symbol_ratio: Annotated[float, Probability] = 0.1
+    min_alpha_words: Annotated[float, Probability] = 0.8
+    max_repeated_lines: Annotated[float, Probability] = 0.3
+    min_punctuated_lines: Annotated[float, Probability] = 0.5
+    min_mean_word_length: Annotated[float, NonNegative] = 3.0
+    max_mean_word_length: Annotated[float, NonNegative] = 10.0
+
+    def check(self) -> None:
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise ConfigError(f"extract.min_mean_word_length={self.min_mean_word_length} is above "
+                              f"extract.max_mean_word_length={self.max_mean_word_length}")
 
 
 @dataclass
@@ -156,93 +214,115 @@ class DedupConfig:
     enabled: bool = True
     # Jaccard similarity (of word n-gram shingle sets) from which two documents are near-duplicates;
     # 0.7 catches articles re-posted with a few percent of words changed (pipeline/dedup.py, S-curve).
-    threshold: float = 0.7
+    threshold: Annotated[float, Threshold] = 0.7
     # MinHash permutations per signature (256 estimates J within +-0.03; see the S-curves in pipeline/dedup.py).
-    num_perm: int = 256
+    num_perm: Annotated[int, AtLeastOne] = 256
     # Word n-gram size of shingles.
-    ngram: int = 5
+    ngram: Annotated[int, AtLeastOne] = 5
     # MinHash seed: signatures equal datasketch.MinHash(num_perm, seed).
     seed: int = 1
     # Bands x rows; both 0 derives them with datasketch's optimal-parameter rule (32 x 8 by default).
-    bands: int = 0
-    rows: int = 0
+    bands: Annotated[int, NonNegative] = 0
+    rows: Annotated[int, NonNegative] = 0
     # Weight of false negatives in that rule (false positives get 1 - it). Above 0.5 because verification
     # removes false positives, while a missed pair stays missed.
-    false_negative_weight: float = 0.9
+    false_negative_weight: Annotated[float, Range(gt=0, lt=1)] = 0.9
     # Check each candidate by estimated Jaccard >= threshold before joining clusters.
     verify: bool = True
     # Buckets the band keys are shuffled into (one phase-2 task each); 0 means one per docs partition.
-    num_buckets: int = 0
+    num_buckets: Annotated[int, NonNegative] = 0
+
+    def check(self) -> None:
+        if (self.bands or self.rows) and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise ConfigError(
+                f"dedup.bands={self.bands} x dedup.rows={self.rows} must both be >= 1 and use at most "
+                f"dedup.num_perm={self.num_perm} values; set both, or both to 0 to derive them from threshold"
+            )
 
 
 @dataclass
 class TokenizeConfig:
     # Tokens per shard file (the last shard of each split holds the rest); at most 2**31-1 (int32 header).
-    shard_tokens: int = 100_000_000
+    shard_tokens: Annotated[int, Range(ge=1, le=2**31 - 1)] = 100_000_000
     # Fraction of documents (by hash of doc_id) in the validation split; val is never empty (see tokenize.py).
-    val_fraction: float = 0.005
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.005
 
 
 @dataclass
 class TrainConfig:
     # Model size (training/model.py): gpt2-tiny (dry runs), gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl.
-    model: str = "gpt2"
+    model: ModelName = "gpt2"
     # Ray Train workers, one per GPU with use_gpu (DDP over NCCL); CPU workers use gloo.
-    num_workers: int = 1
+    num_workers: Annotated[int, AtLeastOne] = 1
     use_gpu: bool = True
     # Total optimizer steps (with the default 524,288 tokens per step, 10,000 steps are 5.2B tokens).
-    max_steps: int = 10_000
+    max_steps: Annotated[int, AtLeastOne] = 10_000
     # Sequences per worker per micro-step (16 x 1024 fits an 80 GB GPU for gpt2 in bf16).
-    micro_batch_size: int = 16
+    micro_batch_size: Annotated[int, AtLeastOne] = 16
     # Context length used for training (<= the model's 1024; gpt2-tiny has 256).
-    seq_len: int = 1024
+    seq_len: Annotated[int, AtLeastOne] = 1024
     # Tokens per optimizer step across all workers; gradient accumulation fills it, so it must be a multiple
     # of micro_batch_size x seq_len x num_workers. 524,288 = 2**19, about GPT-3 small's 0.5M batch.
-    tokens_per_step: int = 524_288
+    tokens_per_step: Annotated[int, AtLeastOne] = 524_288
     # Peak learning rate (GPT-3 small's 6e-4), reached after warmup_steps, then cosine decay to
     # learning_rate x min_lr_ratio at max_steps.
-    learning_rate: float = 6e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 700
+    learning_rate: Annotated[float, Positive] = 6e-4
+    min_lr_ratio: Annotated[float, Probability] = 0.1
+    warmup_steps: Annotated[int, NonNegative] = 700
     # AdamW decoupled weight decay, applied to matrices only (not biases or LayerNorm gains).
-    weight_decay: float = 0.1
+    weight_decay: Annotated[float, NonNegative] = 0.1
     # Gradients are clipped to this global L2 norm.
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Positive] = 1.0
     # Optimizer steps between checkpoints (the last step always checkpoints) and checkpoints kept on disk.
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    checkpoint_every: Annotated[int, AtLeastOne] = 500
+    keep_checkpoints: Annotated[int, AtLeastOne] = 2
     # Steps between validation evaluations (and at the last step); val batches per worker per evaluation.
-    eval_every: int = 250
-    eval_batches: int = 20
+    eval_every: Annotated[int, AtLeastOne] = 250
+    eval_batches: Annotated[int, AtLeastOne] = 20
     # torch.compile the model; only on CUDA (on CPU the compile time outweighs a dry run).
     compile: bool = True
     # Seed of the initial weights and of the training data order.
     seed: int = 1337
     # Worker-group restarts Ray Train allows after a failure; each resumes from the latest checkpoint.
-    max_failures: int = 3
+    max_failures: Annotated[int, NonNegative] = 3
     # Continuations sampled from <|endoftext|> at the end (train/samples.json), and their length in tokens.
-    num_samples: int = 3
-    sample_length: int = 64
+    num_samples: Annotated[int, NonNegative] = 3
+    sample_length: Annotated[int, AtLeastOne] = 64
     # Peak FLOP/s of one device for MFU; 0 = the bf16 dense peak of a known GPU (H100/H200/A100), else the
     # fp32 matmul rate measured on the worker at start-up (CPU).
-    peak_flops: float = 0.0
+    peak_flops: Annotated[float, NonNegative] = 0.0
     # Fault injection for tests and drills: the last rank hard-exits (os._exit) when it reaches this step,
     # only in an attempt that started from scratch, so the restart from the checkpoint then completes. 0 = off.
-    crash_at_step: int = 0
+    crash_at_step: Annotated[int, NonNegative] = 0
+    # Checkpoints record the fingerprint of the token manifest they were trained on; a run whose manifest
+    # has changed (retokenized or new data) starts from scratch unless this is true, and then says it resumed.
+    resume_on_changed_data: bool = False
+
+    def check(self, world_size: int | None = None) -> None:
+        block_size = MODEL_DIMS[self.model]["block_size"]
+        if self.seq_len > block_size:
+            raise ConfigError(f"train.seq_len={self.seq_len} must be at most {block_size}, the context of {self.model}")
+        workers = world_size or self.num_workers
+        per_micro = self.micro_batch_size * self.seq_len * workers
+        if self.tokens_per_step % per_micro:
+            raise ConfigError(
+                f"train.tokens_per_step={self.tokens_per_step} is not a multiple of micro_batch_size x seq_len x "
+                f"workers = {self.micro_batch_size} x {self.seq_len} x {workers} = {per_micro}; set it to a multiple"
+            )
 
 
 @dataclass
 class DevwebConfig:
     # Port of the dry-run web server on every 127.0.0.N host; 0 picks a free one when the web is built.
-    port: int = 0
+    port: Annotated[int, Range(ge=0, le=65535)] = 0
     # Distinct loopback hosts (127.0.0.2 ..) the pages are spread over.
-    hosts: int = 12
+    hosts: Annotated[int, Range(ge=1, le=250)] = 12
     # Article pages generated (at most the prose available allows, about 130).
-    num_articles: int = 100
+    num_articles: Annotated[int, AtLeastOne] = 100
     # Articles that get exact or near-duplicate copies on other hosts (1-3 copies each).
-    dup_groups: int = 12
+    dup_groups: Annotated[int, NonNegative] = 12
     # Seconds the slow page waits before answering (set above crawl.request_deadline_s).
-    slow_seconds: float = 5.0
+    slow_seconds: Annotated[float, NonNegative] = 5.0
     seed: int = 0
 
 
@@ -266,10 +346,21 @@ class Config:
 def _check_value(value, expected, where: str):
     """Return value converted to `expected` (int widens to float), or raise ConfigError naming `where`."""
     origin = typing.get_origin(expected)
+    if origin is Annotated:
+        base, *rules = typing.get_args(expected)
+        value = _check_value(value, base, where)
+        for rule in rules:
+            rule.check(value, where)
+        return value
+    if origin is Literal:
+        choices = typing.get_args(expected)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of {item_type.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_check_value(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -282,7 +373,7 @@ def _apply(config: Config, section: str, key: str, value, source: str) -> None:
     where = f"{source}: {section}.{key}"
     if section not in _SECTION_TYPES:
         raise ConfigError(f"{source}: unknown section [{section}]; known: {', '.join(_SECTION_TYPES)}")
-    hints = typing.get_type_hints(_SECTION_TYPES[section])
+    hints = typing.get_type_hints(_SECTION_TYPES[section], include_extras=True)
     if key not in hints:
         raise ConfigError(f"{where}: unknown key; [{section}] has: {', '.join(hints)}")
     setattr(getattr(config, section), key, _check_value(value, hints[key], where))
@@ -323,7 +414,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     for text in overrides:
         section, key, value = parse_override(text)
         _apply(config, section, key, value, "--set")
+    try:
+        validate(config)
+    except ConfigError as err:
+        sources = [str(path)] if path is not None else []
+        raise ConfigError(f"{' + '.join(sources + (['--set'] if overrides else [])) or 'defaults'}: {err}") from None
     return config
+
+
+def validate(config: Config) -> None:
+    """Every field against its type, range and choices, then each section's rules between fields."""
+    for section, section_type in _SECTION_TYPES.items():
+        values = getattr(config, section)
+        for key, hint in typing.get_type_hints(section_type, include_extras=True).items():
+            _check_value(getattr(values, key), hint, f"{section}.{key}")
+        if hasattr(values, "check"):
+            values.check()
 
 
 def _toml_value(value) -> str:

@@ -123,7 +123,7 @@ from warcio.statusandheaders import StatusAndHeaders
 
 from pipeline import netsafe, robots, storage
 from pipeline.config import CrawlConfig
-from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
+from pipeline.runner import PartitionResult, RunContext, run_partitions, summarize, upstream_partitions, write_stats
 
 LOG_SCHEMA = pa.schema([
     ("url", pa.string()),
@@ -533,12 +533,15 @@ class Crawler:
         self.gates: dict[str, HostGate] = {}
         self.robots: dict[str, asyncio.Task] = {}
         self.host_failures: Counter = Counter()
+        # Ours to close: a connector never closes a resolver it was given, and an unclosed one lets pycares
+        # answer lookups still pending (cancelled by a deadline) on the closed loop, a traceback each.
+        self.resolver = netsafe.SpecialNameResolver()
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=0,  # HostGate bounds concurrency per host; hosts_in_flight bounds hosts
             # Long enough to reuse a connection for the host's next request, short enough that finished
             # hosts (most Reddit hosts have one URL) do not pile up idle sockets.
             keepalive_timeout=config.per_host_delay_s * (1 + config.delay_jitter) + 1.0,
-            resolver=netsafe.SpecialNameResolver(),
+            resolver=self.resolver,
             socket_factory=netsafe.guarded_socket_factory(address_allowed),
         )
         self.session = aiohttp.ClientSession(
@@ -555,6 +558,7 @@ class Crawler:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.resolver.close()
 
     def gate(self, host: str) -> HostGate:
         if host not in self.gates:
@@ -857,16 +861,8 @@ def crawl_partition(spec: dict, ctx: RunContext) -> PartitionResult:
 
 def run(ctx: RunContext) -> dict:
     """Crawl every urls partition (skipping committed ones); write crawl/stats.json."""
-    inputs = sorted(ctx.path("urls").glob("part-*.parquet"))
-    if not inputs:
-        raise StageError(f"{ctx.path('urls')}: no part-*.parquet files; run `webtext reddit --run-dir "
-                         f"{ctx.run_dir}` first")
-    specs = []
-    for index, path in enumerate(inputs):
-        if path.name != f"part-{index:05d}.parquet":
-            raise StageError(f"{path}: expected part-{index:05d}.parquet (urls partitions must be numbered "
-                             f"0..N-1 without gaps); rerun `webtext reddit --run-dir {ctx.run_dir}`")
-        specs.append({"index": index, "input": ctx.rel(path)})
+    urls = [next(rel for rel in files if rel.startswith("urls/part-")) for files in upstream_partitions(ctx, "urls")]
+    specs = [{"index": index, "input": rel, "reads": [rel]} for index, rel in enumerate(urls)]
     started = time.monotonic()
-    commits = run_partitions(ctx, "crawl", specs, crawl_partition, ("reddit", "crawl"))
+    commits = run_partitions(ctx, "crawl", specs, crawl_partition, ("crawl",))
     return write_stats(ctx, "crawl", summarize(commits, time.monotonic() - started))

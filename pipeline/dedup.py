@@ -75,7 +75,6 @@ duplicate. `dedup/_work/` is scratch (about 1.7 KB per document) kept for resumi
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -87,9 +86,11 @@ from datasketch.lsh import _optimal_param
 
 from pipeline import minhash, storage
 from pipeline.config import DedupConfig
-from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
+from pipeline.runner import (
+    PartitionResult, RunContext, phase_digest, run_partitions, summarize, upstream_partitions, write_stats,
+)
 
-SECTIONS = ("reddit", "crawl", "extract", "dedup")
+SECTIONS = ("dedup",)
 SIGN_PHASE, PAIRS_PHASE, DOCS_PHASE = "dedup/_work/signatures", "dedup/_work/pairs", "dedup/docs"
 CLUSTERS_DIR = "dedup/_work/clusters"
 EXACT_BAND = -1  # the band number of exact-duplicate keys (normalized-text hashes)
@@ -105,12 +106,7 @@ PAIRWISE_MAX_GROUP = 64
 
 def lsh_params(config: DedupConfig) -> tuple[int, int]:
     """(bands, rows): as configured, else datasketch's optimum for threshold, num_perm and the weights."""
-    if config.bands or config.rows:
-        if config.bands < 1 or config.rows < 1 or config.bands * config.rows > config.num_perm:
-            raise StageError(
-                f"dedup.bands={config.bands} x dedup.rows={config.rows} must both be >= 1 and use at most "
-                f"dedup.num_perm={config.num_perm} values; set both, or both to 0 to derive them from threshold"
-            )
+    if config.bands or config.rows:  # both >= 1 and within num_perm: DedupConfig.check
         return config.bands, config.rows
     weight = config.false_negative_weight
     return _optimal_param(config.threshold, config.num_perm, 1.0 - weight, weight)
@@ -451,38 +447,24 @@ def _write_survivors(spec: dict, ctx: RunContext) -> PartitionResult:
 # --- the stage ------------------------------------------------------------------------------------------
 
 
-def _digest(commits: list[dict]) -> str:
-    """Changes whenever any upstream partition was redone with other inputs or outputs."""
-    text = json.dumps([[c["fingerprint"], c["files"]] for c in commits], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def run(ctx: RunContext) -> dict:
     config = ctx.config.dedup
     started = time.monotonic()
-    if not config.enabled:
-        return write_stats(ctx, "dedup", {"enabled": False, "seconds": 0.0})
-    docs = sorted(ctx.path("docs").glob("part-*.parquet"))
-    if not docs:
-        raise StageError(f"{ctx.path('docs')}: no part-*.parquet; run `webtext extract --run-dir {ctx.run_dir}` first")
-    for i, path in enumerate(docs):
-        if path.name != f"part-{i:05d}.parquet":
-            raise StageError(f"{path}: expected docs partitions part-00000 .. part-{len(docs) - 1:05d} without gaps; "
-                             "rerun `webtext extract` to rewrite docs/")
+    docs = [next(rel for rel in files if rel.startswith("docs/part-")) for files in upstream_partitions(ctx, "docs")]
     bands, rows = lsh_params(config)
     num_buckets = config.num_buckets or len(docs)
     sign = run_partitions(ctx, SIGN_PHASE, [
-        {"index": i, "docs": ctx.rel(p), "docs_bytes": p.stat().st_size, "bands": bands, "rows": rows,
-         "num_buckets": num_buckets} for i, p in enumerate(docs)
+        {"index": i, "docs": rel, "bands": bands, "rows": rows, "num_buckets": num_buckets, "reads": [rel]}
+        for i, rel in enumerate(docs)
     ], _sign_partition, SECTIONS)
     pairs = run_partitions(ctx, PAIRS_PHASE, [
-        {"bucket": b, "num_parts": len(docs), "inputs": _digest(sign)} for b in range(num_buckets)
+        {"bucket": b, "num_parts": len(docs), "signatures": phase_digest(sign)} for b in range(num_buckets)
     ], _pair_bucket, SECTIONS)
     clusters = _cluster(ctx, num_buckets, len(docs))
     survivors = run_partitions(ctx, DOCS_PHASE, [
-        {"index": i, "docs": ctx.rel(p), "clusters": f"{CLUSTERS_DIR}/part-{i:05d}.parquet",
-         "clusters_sha256": storage.sha256_file(ctx.part_path(CLUSTERS_DIR, i, "parquet"))}
-        for i, p in enumerate(docs)
+        {"index": i, "docs": rel, "clusters": f"{CLUSTERS_DIR}/part-{i:05d}.parquet",
+         "reads": [rel, f"{CLUSTERS_DIR}/part-{i:05d}.parquet"]}
+        for i, rel in enumerate(docs)
     ], _write_survivors, SECTIONS)
     stats = summarize(survivors, time.monotonic() - started)
     stats["lsh"] = {

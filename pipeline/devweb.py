@@ -441,8 +441,8 @@ def build_for_run(ctx) -> Path:
     return build(out_dir, port, ctx.config.devweb, ctx.config.reddit)
 
 
-def serve_forever(ctx) -> None:
-    out_dir = build_for_run(ctx)
+def serve_forever(out_dir: Path) -> None:
+    """Serve a built dry-run web until Ctrl-C."""
     with serving(out_dir) as site:
         print(f"dry-run web: {len(site['routes'])} pages on {len(site['hosts'])} hosts "
               f"(127.0.0.2-{site['hosts'][-1]}) port {site['port']}; dump {out_dir / 'RS_devweb.zst'}; "

@@ -159,13 +159,14 @@ from resiliparse.parse.html import HTMLTree
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline import storage
-from pipeline.config import ConfigError, ExtractConfig
-from pipeline.quality import HEURISTICS, junk_reason, token_f1
-from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
+from pipeline.config import ExtractConfig
+from pipeline.quality import junk_reason, token_f1
+from pipeline.runner import (
+    PartitionResult, RunContext, StageError, run_partitions, summarize, upstream_partitions, write_stats,
+)
 from pipeline.tokenizer import get_encoding
 
 PHASE = "docs"
-UPSTREAM_SECTIONS = ("reddit", "crawl", "extract")
 # Language is decided on the first LANGID_CHARS characters, or on the first LANGID_SECOND_LOOK_CHARS when
 # that probability is under min_language_score (identification costs linear time; module docstring: Language).
 LANGID_CHARS = 500
@@ -559,14 +560,6 @@ def filter_document(text: str, config: ExtractConfig) -> dict:
     return {"reason": None, "language": language, "language_score": language_score}
 
 
-def check_config(config: ExtractConfig) -> None:
-    unknown = [name for name in config.heuristics if name not in HEURISTICS]
-    if unknown:
-        raise ConfigError(f"extract.heuristics: unknown {unknown}; known: {', '.join(HEURISTICS)}")
-    if config.timeout_s <= 0 or config.max_html_bytes <= 0:
-        raise ConfigError("extract.timeout_s and extract.max_html_bytes must be positive")
-
-
 # ---------------------------------------------------------------- one document
 
 def warm_up() -> None:
@@ -686,20 +679,20 @@ def extract_partition(spec: dict, ctx: RunContext) -> PartitionResult:
 
 
 def partition_specs(ctx: RunContext) -> list[dict]:
-    logs = sorted(ctx.path("crawl", "log").glob("part-*.parquet"))
-    if not logs:
-        raise StageError(f"{ctx.path('crawl', 'log')}: no crawl logs; run `webtext crawl` first")
+    """One spec per crawl partition: its log, its WARC and the urls partition it crawled (Reddit metadata)."""
+    crawled, urls = upstream_partitions(ctx, "crawl"), upstream_partitions(ctx, "urls")
+    if len(crawled) != len(urls):
+        raise StageError(f"{ctx.path('crawl')}: {len(crawled)} crawl partitions for {len(urls)} urls partitions; "
+                         f"rerun {ctx.command('crawl')}")
     specs = []
-    for index, log in enumerate(logs):
-        urls = ctx.part_path("urls", index, "parquet")
-        if log.name != f"part-{index:05d}.parquet" or not urls.exists():
-            raise StageError(f"{log}: crawl partitions must be numbered 0.. and match urls/; rerun `webtext crawl`")
-        specs.append({"index": index, "log": ctx.rel(log), "urls": ctx.rel(urls)})
+    for index, (files, url_files) in enumerate(zip(crawled, urls)):
+        log = next(rel for rel in files if rel.startswith("crawl/log/"))
+        url_part = next(rel for rel in url_files if rel.startswith("urls/part-"))
+        specs.append({"index": index, "log": log, "urls": url_part, "reads": sorted(files) + [url_part]})
     return specs
 
 
 def run(ctx: RunContext) -> dict:
-    check_config(ctx.config.extract)
     started = time.monotonic()
-    commits = run_partitions(ctx, PHASE, partition_specs(ctx), extract_partition, UPSTREAM_SECTIONS)
+    commits = run_partitions(ctx, PHASE, partition_specs(ctx), extract_partition, ("extract",))
     return write_stats(ctx, PHASE, summarize(commits, time.monotonic() - started))

@@ -27,7 +27,10 @@ Each is on by default and off when its name is removed from `extract.heuristics`
 
 from __future__ import annotations
 
+import typing
 from collections import Counter
+
+from pipeline.config import Heuristic
 
 TERMINAL_PUNCTUATION = ('.', '!', '?', '"', "'", ")", ":", "”", "’", "。", "！", "？")
 
@@ -103,6 +106,7 @@ HEURISTICS = {
     "junk_short_words": (mean_word_length, "min_mean_word_length", True),
     "junk_long_words": (mean_word_length, "max_mean_word_length", False),
 }
+assert tuple(HEURISTICS) == typing.get_args(Heuristic), "extract.heuristics' choices must name these"
 
 
 def junk_reason(text: str, config) -> tuple[str, str] | None:

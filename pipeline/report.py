@@ -25,10 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from pipeline.runner import RunContext  # noqa: E402
+from pipeline.stages import STAGES  # noqa: E402
 
-# stage name -> folder holding its stats.json, in pipeline order
-STAGE_DIRS = {"reddit": "urls", "crawl": "crawl", "extract": "docs", "dedup": "dedup", "tokenize": "tokens",
-              "train": "train"}
 
 
 def _read_json(path: Path):
@@ -82,10 +80,10 @@ def _train_metrics(run_dir: Path) -> list[dict]:
 def collect(run_dir: Path) -> dict:
     """Everything the report and the summary table show, as plain data."""
     stages = {}
-    for stage, folder in STAGE_DIRS.items():
-        stats = _read_json(run_dir / folder / "stats.json")
+    for stage in STAGES:
+        stats = _read_json(run_dir / stage.folder / "stats.json")
         if stats is not None:
-            stages[stage] = stats
+            stages[stage.name] = stats
     manifest = _read_json(run_dir / "tokens" / "manifest.json")
     metrics = _train_metrics(run_dir)
     train_losses = [m["loss"] for m in metrics if m.get("loss") is not None]

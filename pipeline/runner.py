@@ -1,19 +1,29 @@
-"""The stage runner: partitions -> one Ray task each -> atomic outputs plus a commit record.
+"""The stage runner: partitions -> one Ray task each -> atomic outputs plus a commit record, with lineage.
 
-Every stage is a list of partition specs (plain, picklable data) and a function that turns one spec into
+Every stage is a list of partition specs (plain, picklable dicts) and a function that turns one spec into
 output files under the run directory and returns a `PartitionResult`. `run_partitions` maps the function
 over the specs as Ray tasks. Inside the task, after the function has written its files atomically, the
-runner writes the commit record `<phase>/_commits/part-NNNNN.json`:
+runner writes the commit record `<phase>/_commits/part-NNNNN.json` last:
 
-    {"partition": 3, "fingerprint": "...", "counts": {"in": 120, "out": 97, "dropped_score": 23},
-     "info": {...}, "files": {"urls/part-00003.parquet": 18211}, "seconds": 1.7}
+    {"partition": 3, "stage": "crawl", "fingerprint": "...", "config": "...", "spec": "...",
+     "reads": {"urls/part-00003.parquet": {"size": 18211, "mtime_ns": ..., "sha256": "..."}},
+     "files": {"crawl/log/part-00003.parquet": {"size": 9120, "mtime_ns": ..., "sha256": "..."}, ...},
+     "counts": {"in": 120, "out": 97, "http_404": 23}, "info": {...}, "seconds": 1.7}
 
-A partition is done when its commit exists. A rerun skips a partition whose commit has the same
-fingerprint (the config sections the stage depends on plus the spec itself) and whose files are all there
-with the recorded sizes; every other partition is redone. Ray retries a task whose worker died (at-least-
-once); since outputs are replaced atomically and the commit is written last, the result is exactly-once.
-Part files that no commit names, in the folders this phase writes (leftovers of an earlier configuration),
-are removed.
+Lineage. A spec may list under "reads" the files its partition reads: upstream outputs (run-relative) or
+input files (absolute). A partition's fingerprint folds in the config sections the stage reads, the spec
+and the sha256 of every file it reads, so a changed config section, input file or upstream partition
+reruns exactly the partitions that read it, downstream included; the console says which and why. A file
+is hashed once: while its size and mtime match a commit's record of it (as an output or as a read), that
+record's sha256 is reused.
+
+A partition is done when its commit exists under the same fingerprint and every file it names is intact
+(same size, and same sha256 when the mtime moved). Ray retries a task whose worker died (at-least-once);
+since outputs are replaced atomically and the commit is written last, the result is exactly-once. Part
+files that no commit names, in the folders this phase writes (an earlier configuration's), and leftover
+temporary files of killed tasks are removed. A stage reads its upstream through `upstream_partitions`,
+which refuses (naming the file and the command that rebuilds it) a missing, extra or unfinished upstream
+partition: upstream damage never deletes downstream outputs.
 
 Counts follow one rule: `in` records entered, `out` left, every other key is a drop reason, and
 in == out + sum(drops). `info` holds other numbers (bytes, seconds) that are summed into stats.json.
@@ -21,32 +31,41 @@ in == out + sum(drops). `info` holds other numbers (bytes, seconds) that are sum
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 
-from pipeline import storage
-from pipeline.config import Config, dump_config
+from pipeline import stages, storage
+from pipeline.config import Config, ConfigError, dump_config, validate
 
 
 class StageError(RuntimeError):
     """A stage could not finish; the message names the partition, its input and what to do."""
 
 
+class RunDirError(ConfigError):
+    """The run directory cannot be used (a file, read-only, in use, an unsupported URI)."""
+
+
 @dataclass
 class RunContext:
-    """What every task needs: where the run lives and how it is configured."""
+    """What every task needs: where the run lives, how it is configured, which stage is running."""
 
     run_dir: Path
     config: Config
+    stage: str = ""
 
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
@@ -57,6 +76,9 @@ class RunContext:
     def rel(self, path: Path) -> str:
         return str(Path(path).relative_to(self.run_dir))
 
+    def command(self, stage: str) -> str:
+        return f"`webtext {stage} --run-dir {self.run_dir}`"
+
 
 @dataclass
 class PartitionResult:
@@ -65,12 +87,99 @@ class PartitionResult:
     info: dict[str, float] = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------- the run directory
+
+
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """A run directory argument as an absolute local path (file:// accepted); other URI schemes refused."""
+    text = str(run_dir)
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme == "file":
+        text = text[len("file://"):]
+    elif scheme:
+        raise RunDirError(f"--run-dir {text}: {scheme}:// run directories are not supported; use a local path "
+                          f"(on a cluster, one every node mounts at the same path)")
+    return Path(text).expanduser().resolve()
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """The run directory as a local path, created if needed; RunDirError (one line, what to do) if unusable."""
+    path = resolve_run_dir(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--run-dir {path}: is a file, not a directory; choose another path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"--run-dir {path}: cannot create it ({err.strerror or err}); choose a writable path") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirError(f"--run-dir {path}: not writable; fix its permissions or choose another path")
+    return path
+
+
 def open_run(run_dir: str | Path, config: Config) -> RunContext:
-    """Create the run directory and freeze the configuration into it."""
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage.write_bytes(run_dir / "config.toml", dump_config(config).encode())
-    return RunContext(run_dir=run_dir, config=config)
+    """Check the configuration and the run directory, then freeze the configuration into it."""
+    validate(config)
+    path = check_run_dir(run_dir)
+    storage.write_bytes(path / "config.toml", dump_config(config).encode())
+    return RunContext(run_dir=path, config=config)
+
+
+class RunLock:
+    """An exclusive lock on a run directory (`R/.lock`), held by one command at a time.
+
+    The lock is an flock on the file, so the kernel releases it when its holder dies, however it dies; the
+    file's text names the holder (host, pid, command, start) for the message a second writer gets. A lock
+    file left with text by a process that is gone is taken over with a warning.
+    """
+
+    def __init__(self, run_dir: Path, command: str):
+        self.path = Path(run_dir) / ".lock"
+        self.command = command
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"{self.path.parent} is in use by {holder}; wait for it to finish or stop it") from None
+        stale = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if stale:
+            print(f"[run] warning: took over the lock of {stale}, which is no longer running", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        holder = (f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()}, since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
+        os.pwrite(fd, holder.encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)
+        self.fd = None
+
+
+@contextlib.contextmanager
+def locked_run(run_dir: str | Path, config: Config, command: str) -> Iterator[RunContext]:
+    """open_run under the run directory's lock: a refused config or a busy run changes nothing in it."""
+    validate(config)
+    with RunLock(check_run_dir(run_dir), command):
+        yield open_run(run_dir, config)
+
+
+def run_stage(ctx: RunContext, name: str, **options) -> dict:
+    """Run registered stage `name`: its completion record is removed first and rewritten when it finishes."""
+    stage = stages.stage(name)
+    ctx = dataclasses.replace(ctx, stage=name)
+    if not stage.enabled(ctx.config):
+        print(f"[{name}] {stage.enabled_by} is false: skipped", file=sys.stderr)
+        return write_stats(ctx, stage.folder, {"enabled": False})
+    ctx.path(stage.folder, "stats.json").unlink(missing_ok=True)
+    return stage.function()(ctx, **options)
 
 
 def ensure_ray(config: Config) -> None:
@@ -84,33 +193,103 @@ def ensure_ray(config: Config) -> None:
         ray.init(address="local", num_cpus=config.ray.num_cpus or os.cpu_count())
 
 
-def partition_fingerprint(config: Config, sections: tuple[str, ...], spec: Any) -> str:
-    spec_text = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256((config.fingerprint(*sections) + spec_text).encode()).hexdigest()[:16]
+# ---------------------------------------------------------------- file digests
+
+
+def file_record(path: Path, sha256: str | None = None) -> dict:
+    """{size, mtime_ns, sha256} of a file: what a commit records of each file it writes or reads."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256 or storage.sha256_file(path)}
+
+
+class Digests:
+    """sha256 of files, reusing a commit's record of a file while its size and mtime still match."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.known: dict[str, dict] = {}
+
+    def learn(self, commits: list[dict | None]) -> None:
+        for commit in commits:
+            if commit:
+                self.known.update(commit.get("reads", {}))
+                self.known.update(commit.get("files", {}))
+
+    def records(self, names: list[str]) -> dict[str, dict]:
+        """name -> record for run-relative or absolute file names; unknown or changed files are hashed."""
+        out, todo = {}, []
+        for name in dict.fromkeys(names):
+            path = self.ctx.path(name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                raise StageError(f"{path}: not found, but a partition reads it") from None
+            known = self.known.get(name)
+            if known and known["size"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
+                out[name] = known
+            else:
+                todo.append(name)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # hashlib releases the GIL
+            for name, record in zip(todo, pool.map(lambda n: file_record(self.ctx.path(n)), todo)):
+                out[name] = self.known[name] = record
+        return out
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def partition_fingerprint(config_fp: str, spec: Any, reads: dict[str, dict]) -> str:
+    return _hash([config_fp, _spec_without_reads(spec), {name: r["sha256"] for name, r in sorted(reads.items())}])
+
+
+def _spec_without_reads(spec: Any) -> Any:
+    return {k: v for k, v in spec.items() if k != "reads"} if isinstance(spec, dict) else spec
 
 
 def _commit_path(ctx: RunContext, phase: str, index: int) -> Path:
     return ctx.path(phase, "_commits", f"part-{index:05d}.json")
 
 
-def _read_commit(ctx: RunContext, phase: str, index: int, fingerprint: str) -> dict | None:
-    """The commit record if the partition is done under this fingerprint and its files are intact."""
+def read_commit(ctx: RunContext, phase: str, index: int) -> dict | None:
     try:
         commit = json.loads(_commit_path(ctx, phase, index).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if commit.get("fingerprint") != fingerprint:
-        return None
-    for rel, size in commit["files"].items():
+    return commit if isinstance(commit.get("files"), dict) else None
+
+
+def damaged_output(ctx: RunContext, commit: dict) -> str | None:
+    """The first file a commit names that is gone or no longer what was written, else None."""
+    for rel, record in commit["files"].items():
+        path = ctx.path(rel)
         try:
-            if ctx.path(rel).stat().st_size != size:
-                return None
+            stat = path.stat()
         except FileNotFoundError:
-            return None
-    return commit
+            return f"{rel} missing"
+        if stat.st_size != record["size"]:
+            return f"{rel} changed"
+        if stat.st_mtime_ns != record["mtime_ns"] and storage.sha256_file(path) != record["sha256"]:
+            return f"{rel} changed"
+    return None
 
 
-def _run_one(fn: Callable, spec: Any, ctx: RunContext, phase: str, index: int, fingerprint: str) -> dict:
+def rerun_reason(old: dict | None, config_fp: str, sections: tuple[str, ...], spec: Any, reads: dict) -> str:
+    """Why a partition whose fingerprint no longer matches its commit runs again, in a few words."""
+    if old is None:
+        return "new"
+    if old.get("config") != config_fp:
+        return f"config [{', '.join(sections)}] changed"
+    changed = [n for n, r in reads.items() if old.get("reads", {}).get(n, {}).get("sha256") != r["sha256"]]
+    if changed:
+        return f"{changed[0]} changed" + (f" (+{len(changed) - 1} more)" if len(changed) > 1 else "")
+    return "its inputs changed"
+
+
+# ---------------------------------------------------------------- running a phase
+
+
+def _run_one(fn: Callable, spec: Any, ctx: RunContext, phase: str, index: int, fingerprints: dict) -> dict:
     started = time.monotonic()
     result = fn(spec, ctx)
     counts = Counter(result.counts)
@@ -122,10 +301,11 @@ def _run_one(fn: Callable, spec: Any, ctx: RunContext, phase: str, index: int, f
         )
     commit = {
         "partition": index,
-        "fingerprint": fingerprint,
+        "stage": ctx.stage,
+        **fingerprints,
         "counts": dict(sorted(counts.items())),
         "info": dict(sorted(result.info.items())),
-        "files": {ctx.rel(p): Path(p).stat().st_size for p in result.files},
+        "files": {ctx.rel(p): file_record(Path(p)) for p in result.files},
         "seconds": round(time.monotonic() - started, 3),
     }
     storage.write_json(_commit_path(ctx, phase, index), commit)
@@ -148,6 +328,14 @@ def _remove_orphans(ctx: RunContext, phase: str, commits: list[dict]) -> None:
             path.unlink()
 
 
+def remove_temporaries(folder: Path) -> None:
+    """Delete `.tmp-*` files (storage.atomic_path's) left under `folder` by killed tasks; none is running."""
+    if folder.is_dir():
+        for path in folder.rglob(".tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def run_partitions(
     ctx: RunContext,
     phase: str,
@@ -159,17 +347,36 @@ def run_partitions(
 ) -> list[dict]:
     """Run `fn(spec, ctx)` for every spec not already committed; return every partition's commit, in order."""
     ensure_ray(ctx.config)
-    fingerprints = [partition_fingerprint(ctx.config, sections, spec) for spec in specs]
-    commits: list[dict | None] = [_read_commit(ctx, phase, i, fp) for i, fp in enumerate(fingerprints)]
-    todo = [i for i, c in enumerate(commits) if c is None]
-    skipped = len(specs) - len(todo)
+    remove_temporaries(ctx.path(phase))
+    config_fp = ctx.config.fingerprint(*sections)
+    old = [read_commit(ctx, phase, i) for i in range(len(specs))]
+    digests = Digests(ctx)
+    digests.learn(old)
+    reads = [digests.records(spec.get("reads", []) if isinstance(spec, dict) else []) for spec in specs]
+    fingerprints = [
+        {"fingerprint": partition_fingerprint(config_fp, spec, r), "config": config_fp,
+         "spec": _hash(_spec_without_reads(spec)), "reads": r}
+        for spec, r in zip(specs, reads)
+    ]
+    commits: list[dict | None] = []
+    reasons: dict[int, str] = {}
+    for i, (commit, fp) in enumerate(zip(old, fingerprints)):
+        if commit is not None and commit.get("fingerprint") == fp["fingerprint"]:
+            damage = damaged_output(ctx, commit)
+            if damage is None:
+                commits.append(commit)
+                continue
+            reasons[i] = damage
+        else:
+            reasons[i] = rerun_reason(commit, config_fp, sections, specs[i], reads[i])
+        commits.append(None)
     options = {"num_cpus": num_cpus, "max_retries": 3}
     if memory_mb:
         options["memory"] = memory_mb * 1024 * 1024
     pending = {
-        _run_remote.options(**options).remote(fn, specs[i], ctx, phase, i, fingerprints[i]): i for i in todo
+        _run_remote.options(**options).remote(fn, specs[i], ctx, phase, i, fingerprints[i]): i for i in reasons
     }
-    progress = Progress(phase, len(specs), skipped)
+    progress = Progress(phase, len(specs), reasons)
     failures = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -179,6 +386,7 @@ def run_partitions(
             progress.update(commits[index])
         except Exception as err:  # noqa: BLE001 - reported below with the partition named
             failures.append((index, err))
+    remove_temporaries(ctx.path(phase))
     if failures:
         lines = [f"  partition {i} ({json.dumps(specs[i], default=str)[:300]}): {_root_cause(e)}" for i, e in failures]
         raise StageError(
@@ -196,14 +404,19 @@ def _root_cause(err: Exception) -> str:
 
 
 class Progress:
-    """One line per finished partition on stderr: how far, how many records, how fast."""
+    """What will run and why, then one line per finished partition on stderr: how far, how many, how fast."""
 
-    def __init__(self, phase: str, total: int, skipped: int):
-        self.phase, self.total, self.finished = phase, total, skipped
+    def __init__(self, phase: str, total: int, reasons: dict[int, str]):
+        self.phase, self.total, self.finished = phase, total, total - len(reasons)
         self.counts: Counter = Counter()
         self.started = time.monotonic()
-        if skipped:
-            self._print(f"{skipped} partitions already committed, skipped")
+        if self.finished:
+            self._print(f"{self.finished} partitions already committed, skipped")
+        rerun = {i: why for i, why in reasons.items() if why != "new"}
+        if rerun:
+            shown = ", ".join(f"{i} ({why})" for i, why in list(rerun.items())[:8])
+            more = f" and {len(rerun) - 8} more" if len(rerun) > 8 else ""
+            self._print(f"rerunning {len(rerun)} of {total} partitions: {shown}{more}")
 
     def _print(self, text: str) -> None:
         print(f"[{self.phase}] {text}", file=sys.stderr, flush=True)
@@ -222,6 +435,49 @@ class Progress:
         self._print(f"done in {time.monotonic() - self.started:.1f}s")
 
 
+# ---------------------------------------------------------------- reading upstream outputs
+
+
+def upstream_partitions(ctx: RunContext, phase: str) -> list[dict[str, dict]]:
+    """The files each committed partition of an upstream `phase` wrote ({name: record}), in partition order.
+
+    The upstream must be whole: its stage finished (its stats.json, written last, exists), its commits are
+    numbered 0..N-1, every file they name exists, and no part file beside them is unnamed. Anything else is
+    a StageError naming the file and the command that rebuilds it; nothing is deleted. A committed file
+    whose content changed since (rewritten by hand) is read as it is now: lineage reruns what reads it.
+    """
+    owner = stages.owner_of(phase)
+    rebuild = ctx.command(owner.name)
+    if not ctx.path(owner.folder, "stats.json").exists():
+        raise StageError(f"{ctx.path(owner.folder)}: the {owner.name} stage has not finished in this run "
+                         f"directory; run {rebuild} first")
+    commit_files = sorted(ctx.path(phase, "_commits").glob("part-*.json"))
+    commits = [read_commit(ctx, phase, i) for i in range(len(commit_files))]
+    for i, (path, commit) in enumerate(zip(commit_files, commits)):
+        if path.name != f"part-{i:05d}.json" or commit is None:
+            raise StageError(f"{ctx.path(phase, '_commits', f'part-{i:05d}.json')}: missing or unreadable, so "
+                             f"partition {i} of {phase} is unknown; rerun {rebuild} to rebuild it")
+    named = {rel for c in commits for rel in c["files"]}
+    for rel in sorted(named):
+        if not ctx.path(rel).is_file():
+            raise StageError(f"{ctx.path(rel)}: missing (partition of {phase} committed by {owner.name}); "
+                             f"rerun {rebuild} to rebuild it")
+    for folder in sorted({ctx.path(rel).parent for rel in named} | {ctx.path(phase)}):
+        for path in sorted(folder.glob("part-*")):
+            if path.is_file() and ctx.rel(path) not in named:
+                raise StageError(f"{path}: not a committed partition of {phase}; remove it, or rerun {rebuild} "
+                                 f"to rebuild {phase}")
+    return [c["files"] for c in commits]
+
+
+def phase_digest(commits: list[dict]) -> str:
+    """One digest of every file a phase's commits wrote: changes when any of its partitions' outputs did."""
+    return _hash([{rel: r["sha256"] for rel, r in sorted(c["files"].items())} for c in commits])
+
+
+# ---------------------------------------------------------------- stage totals
+
+
 def summarize(commits: list[dict], seconds: float) -> dict:
     """Stage totals from commit records: records in/out, drops by reason, summed info, bytes written."""
     counts: Counter = Counter()
@@ -235,13 +491,12 @@ def summarize(commits: list[dict], seconds: float) -> dict:
         "records_out": counts.pop("out", 0),
         "dropped": dict(sorted(counts.items())),
         "info": {k: round(v, 3) if isinstance(v, float) else v for k, v in sorted(info.items())},
-        "bytes_written": sum(size for c in commits for size in c["files"].values()),
+        "bytes_written": sum(r["size"] for c in commits for r in c["files"].values()),
         "seconds": round(seconds, 3),
     }
 
 
 def write_stats(ctx: RunContext, stage: str, stats: dict) -> dict:
-    """Write `<stage>/stats.json` (seconds are the only field that differs between identical runs)."""
+    """Write `<stage>/stats.json`, the stage's completion record (seconds differ between identical runs)."""
     storage.write_json(ctx.path(stage, "stats.json"), {"stage": stage, **stats})
     return stats
-

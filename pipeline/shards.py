@@ -31,6 +31,7 @@ Usage (training/data.py):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,6 +188,11 @@ class ShardManifest:
             }
             for split in SPLITS
         }
+
+    def fingerprint(self) -> str:
+        """Identity of the training data: every shard's name, split and sha256 (what checkpoints are keyed on)."""
+        text = json.dumps([[s.path, s.split, s.sha256] for s in self.shards])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -2,7 +2,8 @@
 
     webtext tokenize --run-dir runs/x
 
-Input: `dedup/docs/part-*.parquet` when `[dedup] enabled`, else `docs/part-*.parquet` (columns doc_id, text).
+Input: the documents of the nearest enabled document stage upstream (pipeline/stages.py): `dedup/docs/`,
+or `docs/` when `[dedup] enabled = false` (columns doc_id, text).
 Output, in `R/tokens/`:
 
     train-NNNNN.bin, val-NNNNN.bin   shards of `[tokenize] shard_tokens` tokens each (the last one of a split
@@ -32,9 +33,10 @@ documents survived. If that puts no document in val (tiny runs, or val_fraction 
 smallest split_hash (first in document order on a tie) is moved to val, and the manifest names it in
 `split.forced_val_doc`, so val is never empty. At least two documents are needed.
 
-Fingerprints: an encode partition is redone when its input file's sha256, the tokenizer's ranks sha256 or
-an upstream config section changes; `[tokenize]` is not part of it because shard size and split do not change
-the encoding. Assembly always runs (it is I/O bound) and deterministically rewrites the same bytes.
+Lineage (pipeline/runner.py): an encode partition is redone when its input partition's content or the
+tokenizer's ranks change; no config section is part of it because shard size and split do not change the
+encoding. Assembly is redone when any encode partition was, or `[tokenize]` changed; otherwise the
+manifest and its shards (all present, right sizes) are kept. It deterministically writes the same bytes.
 
 Throughput (benchmarks/tokenize.py, Parquet -> shards against raw encode_ordinary_batch in memory, same
 threads): per core the stage's work is no slower than raw encoding (in-process, 1.17-1.43x); through Ray on the
@@ -46,6 +48,8 @@ from __future__ import annotations
 
 import array
 import hashlib
+import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,14 +59,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.config import ConfigError, TokenizeConfig
-from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
-from pipeline.shards import ShardInfo, ShardManifest, ShardWriter, read_shard, write_manifest
+from pipeline import stages, storage
+from pipeline.config import TokenizeConfig
+from pipeline.runner import (
+    PartitionResult, RunContext, StageError, run_partitions, summarize, upstream_partitions, write_stats,
+)
+from pipeline.shards import (
+    HEADER_BYTES, ShardError, ShardInfo, ShardManifest, ShardWriter, load_manifest, read_shard, write_manifest,
+)
 from pipeline.tokenizer import ENCODING_NAME, EOT_TOKEN, RANKS_SHA256, VOCAB_SIZE, get_encoding
 
 PHASE = "tokens"
-UPSTREAM_SECTIONS = ("reddit", "crawl", "extract", "dedup")
 BATCH_DOCS = 256  # documents encoded per call; bounds the Python lists of token ids held at once
 INDEX_SCHEMA = pa.schema([("doc_id", pa.string()), ("tokens", pa.int64()), ("split_hash", pa.uint64())])
 
@@ -227,33 +234,35 @@ def assemble(ctx: RunContext, commits: list[dict], config: TokenizeConfig) -> tu
 # ---- the stage ---------------------------------------------------------------------------------------------
 
 
-def input_files(ctx: RunContext) -> tuple[str, list[Path]]:
-    dataset = "dedup/docs" if ctx.config.dedup.enabled else "docs"
-    files = sorted(ctx.path(dataset).glob("part-*.parquet"))
-    if not files:
-        upstream = "dedup" if ctx.config.dedup.enabled else "extract"
-        raise StageError(f"{ctx.path(dataset)}: no part-*.parquet files; run `webtext {upstream}` first")
-    return dataset, files
+def input_files(ctx: RunContext) -> tuple[str, list[str]]:
+    """The documents table tokenize reads (the nearest enabled document stage upstream) and its part files."""
+    source = stages.documents_source(ctx.config, "tokenize")
+    files = [next(rel for rel in sorted(files) if rel.startswith(source.dataset + "/part-"))
+             for files in upstream_partitions(ctx, source.dataset)]
+    return source.dataset, files
 
 
-def check_config(config: TokenizeConfig) -> None:
-    if config.shard_tokens < 1 or config.shard_tokens > np.iinfo("<i4").max:
-        raise ConfigError(f"tokenize.shard_tokens: must be in [1, 2**31-1], got {config.shard_tokens}")
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise ConfigError(f"tokenize.val_fraction: must be in [0, 1), got {config.val_fraction}")
+def current_manifest(path: Path, source: dict) -> ShardManifest | None:
+    """The manifest at `path` if it was assembled from exactly `source` and its shards are all there."""
+    try:
+        manifest = load_manifest(path)
+    except ShardError:
+        return None
+    if manifest.source != source:
+        return None
+    for shard in manifest.shards:
+        shard_path = path.parent / shard.path
+        if not shard_path.is_file() or shard_path.stat().st_size != HEADER_BYTES + 2 * shard.tokens:
+            return None
+    return manifest
 
 
 def run(ctx: RunContext) -> dict:
     started = time.monotonic()
     config = ctx.config.tokenize
-    check_config(config)
     dataset, files = input_files(ctx)
-    file_hashes = [storage.sha256_file(f) for f in files]
-    specs = [
-        {"index": i, "input": ctx.rel(f), "sha256": h, "ranks_sha256": RANKS_SHA256}
-        for i, (f, h) in enumerate(zip(files, file_hashes))
-    ]
-    commits = run_partitions(ctx, PHASE, specs, encode_partition, UPSTREAM_SECTIONS)
+    specs = [{"index": i, "input": rel, "ranks_sha256": RANKS_SHA256, "reads": [rel]} for i, rel in enumerate(files)]
+    commits = run_partitions(ctx, PHASE, specs, encode_partition, ())
     documents = sum(c["counts"]["out"] for c in commits)
     if documents < 2:
         raise StageError(
@@ -261,22 +270,23 @@ def run(ctx: RunContext) -> dict:
         )
 
     manifest_path = ctx.path(PHASE, "manifest.json")
-    manifest_path.unlink(missing_ok=True)  # shards are being rewritten: no manifest may describe them meanwhile
-    shards, split = assemble(ctx, commits, config)
-    written = {s.path for s in shards}
-    for stale in [*ctx.path(PHASE).glob("train-*.bin"), *ctx.path(PHASE).glob("val-*.bin")]:
-        if stale.name not in written:
-            stale.unlink()
-    source_text = "\n".join(f"{ctx.rel(f)} {h}" for f, h in zip(files, file_hashes))
-    manifest = ShardManifest(
-        tokenizer=ENCODING_NAME, vocab_size=VOCAB_SIZE, eot_token=EOT_TOKEN, ranks_sha256=RANKS_SHA256,
-        shards=shards, split={**split, "shard_tokens": config.shard_tokens},
-        source={
-            "dataset": dataset, "files": len(files),
-            "fingerprint": hashlib.sha256(source_text.encode()).hexdigest(),
-        },
-    )
-    write_manifest(manifest_path, manifest)
+    source = {"dataset": dataset, "files": len(files), "fingerprint": hashlib.sha256(json.dumps(
+        [ctx.config.fingerprint("tokenize"), [c["fingerprint"] for c in commits]]).encode()).hexdigest()}
+    manifest = current_manifest(manifest_path, source)
+    if manifest is None:
+        manifest_path.unlink(missing_ok=True)  # shards are being rewritten: no manifest may describe them meanwhile
+        shards, split = assemble(ctx, commits, config)
+        written = {s.path for s in shards}
+        for stale in [*ctx.path(PHASE).glob("train-*.bin"), *ctx.path(PHASE).glob("val-*.bin")]:
+            if stale.name not in written:
+                stale.unlink()
+        manifest = ShardManifest(
+            tokenizer=ENCODING_NAME, vocab_size=VOCAB_SIZE, eot_token=EOT_TOKEN, ranks_sha256=RANKS_SHA256,
+            shards=shards, split={**split, "shard_tokens": config.shard_tokens}, source=source,
+        )
+        write_manifest(manifest_path, manifest)
+    else:
+        print(f"[{PHASE}] shards already assembled from these partitions, kept", file=sys.stderr)
     stats = summarize(commits, time.monotonic() - started)
     stats["shards"] = manifest.totals()
     return write_stats(ctx, PHASE, stats)

@@ -24,6 +24,7 @@ from hostile_server import JAPANESE, RUSSIAN, HostileServer, page_bytes
 from pipeline import crawl, netsafe, robots, storage
 from pipeline.config import Config, CrawlConfig
 from pipeline.runner import open_run
+from upstream import commit_as_upstream
 
 MAIN, DISALLOW, ROBOTS_500, ROBOTS_404, CRAWL_DELAY, CRAWL_DELAY_CAPPED = (f"127.0.0.{n}" for n in range(1, 7))
 POLITE = [f"127.0.0.{n}" for n in range(7, 10)]
@@ -384,6 +385,7 @@ def test_stage_runs_partitions_through_ray(server, tmp_path, ray_session):
                                 server.url(MAIN, "/pdf")])
     write_urls(ctx.run_dir, 1, [server.url(ROBOTS_404, "/page/two"), server.url(ROBOTS_404, "/redirect/1"),
                                 "http://gone.invalid/x"])
+    commit_as_upstream(ctx.run_dir, "urls", [["urls/part-00000.parquet"], ["urls/part-00001.parquet"]])
     stats = crawl.run(ctx)
     assert stats["records_in"] == 6 and stats["records_out"] == 3
     assert stats["dropped"] == {"dns_error": 1, "http_404": 1, "unsupported_type": 1}

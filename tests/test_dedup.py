@@ -17,8 +17,9 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from pipeline import dedup, minhash
-from pipeline.config import Config, DedupConfig
-from pipeline.runner import StageError, open_run
+from pipeline.config import Config, ConfigError, DedupConfig, load_config
+from pipeline.runner import open_run
+from upstream import commit_as_upstream
 
 CONFIG = DedupConfig()
 
@@ -80,6 +81,7 @@ def write_docs(run_dir: Path, rows: list[dict], num_parts: int) -> None:
     for p in range(num_parts):
         part = rows[p::num_parts]
         pq.write_table(pa.Table.from_pylist(part, schema=DOCS_SCHEMA), run_dir / "docs" / f"part-{p:05d}.parquet")
+    commit_as_upstream(run_dir, "docs", [[f"docs/part-{p:05d}.parquet"] for p in range(num_parts)])
 
 
 def run_stage(run_dir: Path, rows: list[dict], num_parts: int, **dedup_config) -> dict:
@@ -153,8 +155,8 @@ def test_lsh_params_follow_datasketch():
     lsh = MinHashLSH(threshold=CONFIG.threshold, num_perm=CONFIG.num_perm, weights=weights)
     assert dedup.lsh_params(CONFIG) == (lsh.b, lsh.r) == (32, 8)
     assert dedup.lsh_params(DedupConfig(bands=16, rows=8)) == (16, 8)
-    with pytest.raises(StageError, match="dedup.bands"):
-        dedup.lsh_params(DedupConfig(bands=40, rows=10))
+    with pytest.raises(ConfigError, match="dedup.bands=40 x dedup.rows=10 must"):
+        load_config(None, ["dedup.bands=40", "dedup.rows=10"])
     bands, rows = dedup.lsh_params(CONFIG)
     assert dedup.candidate_probability(0.3, bands, rows) < 0.01 and dedup.candidate_probability(0.8, bands, rows) > 0.99
 

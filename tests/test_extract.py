@@ -17,9 +17,10 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline import devweb, extract
-from pipeline.config import Config, DevwebConfig, ExtractConfig
+from pipeline.config import Config, ConfigError, DevwebConfig, ExtractConfig, load_config
 from pipeline.quality import HEURISTICS, junk_reason, mean_f1, token_f1
 from pipeline.runner import RunContext
+from upstream import commit_as_upstream
 
 URL = "http://127.0.0.2/story/1"
 
@@ -205,9 +206,10 @@ def test_crash_and_exception_are_reported_for_their_call_and_the_worker_restarts
 
 def test_slow_extraction_is_counted_as_timeout_and_the_next_document_goes_on():
     article = pages_of("article")[3]
-    # ~7 s of extraction for 30,000 of these divs here, so 60,000 are well past the batch's 3 x 1 s.
+    # ~2.3 s of extraction for 60,000 of these divs here, well past the batch's 3 x 0.4 s, so the batch is
+    # killed and rerun page by page (3 worker starts); an article takes ~10 ms.
     slow = article.body.replace(b"</body>", b"<div><a href='/x'>link</a></div>" * 60_000 + b"</body>")
-    config = dataclasses.replace(ExtractConfig(), timeout_s=1.0)
+    config = dataclasses.replace(ExtractConfig(), timeout_s=0.4)
     with extract.IsolatedWorker(extract.process_document, config.timeout_s, extract.warm_up) as w:
         pages = [(article.body, "utf-8", URL), (slow, "utf-8", URL), (article.body, "utf-8", URL)]
         outcomes = extract.extract_documents(pages, w, config)
@@ -247,8 +249,8 @@ def test_each_filter_has_its_reason(text, overrides, reason):
 
 def test_every_heuristic_is_in_the_default_config_and_unknown_ones_are_refused():
     assert sorted(ExtractConfig().heuristics) == sorted(HEURISTICS)
-    with pytest.raises(Exception, match="junk_nope"):
-        extract.check_config(dataclasses.replace(ExtractConfig(), heuristics=["junk_nope"]))
+    with pytest.raises(ConfigError, match="junk_nope"):
+        load_config(None, ['extract.heuristics=["junk_nope"]'])
 
 
 def test_true_articles_pass_every_heuristic():
@@ -311,6 +313,8 @@ def write_partition(run_dir, pages: list[tuple[str, bytes, str | None]]) -> None
     urls.sort(key=lambda r: r["url"])
     pq.write_table(pa.Table.from_pylist(log), run_dir / "crawl" / "log" / "part-00000.parquet")
     pq.write_table(pa.Table.from_pylist(urls), run_dir / "urls" / "part-00000.parquet")
+    commit_as_upstream(run_dir, "urls", [["urls/part-00000.parquet"]])
+    commit_as_upstream(run_dir, "crawl", [[warc_rel, "crawl/log/part-00000.parquet"]])
 
 
 def test_stage_end_to_end_through_ray_is_deterministic(tmp_path, ray_session):

@@ -13,6 +13,7 @@ from pipeline import shards, storage, tokenize, tokenizer
 from pipeline.config import Config
 from pipeline.runner import open_run
 from pipeline.tokenizer import EOT_TOKEN, TokenizerError, get_encoding
+from upstream import commit_as_upstream
 
 
 # ---- tokenizer -----------------------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ def _write_docs(run_dir):
     for i, part in enumerate(parts):
         part = sorted(part, key=lambda r: r["doc_id"])
         storage.write_parquet(run_dir / "docs" / f"part-{i:05d}.parquet", pa.Table.from_pylist(part))
+    commit_as_upstream(run_dir, "docs", [[f"docs/part-{i:05d}.parquet"] for i in range(len(parts))])
     return [r for part in parts for r in sorted(part, key=lambda r: r["doc_id"])]
 
 

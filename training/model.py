@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.config import MODEL_DIMS
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -44,14 +46,8 @@ class GPTConfig:
 
 
 # The four sizes of the GPT-2 paper (Table 2; their 117M/345M/762M/1542M were later recounted as
-# 124M/355M/774M/1558M), and a tiny one for CPU dry runs and tests.
-CONFIGS = {
-    "gpt2-tiny": GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=64),
-    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),
-    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
-    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
-    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
-}
+# 124M/355M/774M/1558M), and a tiny one for CPU dry runs and tests; the table lives with train.model's choices.
+CONFIGS = {name: GPTConfig(**dims) for name, dims in MODEL_DIMS.items()}
 
 
 def model_config(name: str) -> GPTConfig:

@@ -7,7 +7,8 @@
 Reads `R/tokens/manifest.json` (training/data.py) and writes, under `R/train/`:
 
     checkpoints/step-NNNNNN/checkpoint.pt   torch.save of {"model", "optimizer", "step", "position",
-                                            "model_config", "train_config", "world_size"}; written through
+                                            "model_config", "train_config", "world_size",
+                                            "data_fingerprint"}; written through
                                             ray.train.report every train.checkpoint_every steps and at the end
     checkpoints/...                         Ray Train's own run state (RunConfig(storage_path=R/train,
                                             name="checkpoints")): a rerun finds it and resumes from the latest
@@ -40,6 +41,11 @@ restart begin again at step 0). Data order depends only on the position
 (training/data.py) and there is no dropout, so a resumed run repeats the uninterrupted run's loss
 trajectory (tests/test_train.py checks it). `train.crash_at_step` injects such a crash for tests and drills.
 
+Resume is keyed on the data: a checkpoint records the token manifest's fingerprint (every shard's sha256),
+and when the manifest has changed since (a retokenized or rebuilt corpus) the earlier run is moved to
+`R/train/superseded/<its data fingerprint>/` and training starts from scratch, unless
+`train.resume_on_changed_data` is true; either way the log says which.
+
 Same shards and config give the same weights and losses on CPU (two 300-step 2-worker dry runs ended at
 the same loss to the last bit); the timing fields of metrics.jsonl are the only difference.
 
@@ -64,9 +70,9 @@ import torch
 import torch.distributed as dist
 
 from pipeline import storage
-from pipeline.config import ConfigError, TrainConfig
+from pipeline.config import TrainConfig
 from pipeline.runner import RunContext, StageError, ensure_ray, write_stats
-from pipeline.shards import ShardError
+from pipeline.shards import ShardError, load_manifest
 from training.data import TokenWindows, open_train, open_val, val_batches
 from training.model import GPT, model_config
 
@@ -81,26 +87,10 @@ GPU_PEAK_FLOPS = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12, "A100
 
 
 def grad_accum_steps(cfg: TrainConfig, world_size: int) -> int:
-    """Micro-steps per optimizer step; tokens_per_step must split evenly over workers and micro-batches."""
-    per_micro = cfg.micro_batch_size * cfg.seq_len * world_size
-    if cfg.tokens_per_step % per_micro:
-        raise ConfigError(
-            f"train.tokens_per_step={cfg.tokens_per_step} is not a multiple of micro_batch_size x seq_len x "
-            f"workers = {cfg.micro_batch_size} x {cfg.seq_len} x {world_size} = {per_micro}; set it to a multiple"
-        )
-    return cfg.tokens_per_step // per_micro
-
-
-def check_config(cfg: TrainConfig, world_size: int) -> None:
-    try:
-        block_size = model_config(cfg.model).block_size
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if not 0 < cfg.seq_len <= block_size:
-        raise ConfigError(f"train.seq_len={cfg.seq_len} must be in 1..{block_size} (the context of {cfg.model})")
-    if cfg.max_steps < 1 or cfg.checkpoint_every < 1 or cfg.eval_every < 1 or cfg.keep_checkpoints < 1:
-        raise ConfigError("train.max_steps, checkpoint_every, eval_every and keep_checkpoints must be >= 1")
-    grad_accum_steps(cfg, world_size)
+    """Micro-steps per optimizer step; tokens_per_step splits evenly over workers and micro-batches (checked
+    with the config, and again here for the world size a restart actually got)."""
+    cfg.check(world_size)
+    return cfg.tokens_per_step // (cfg.micro_batch_size * cfg.seq_len * world_size)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -148,6 +138,27 @@ def checkpoint_files(checkpoints: Path) -> list[Path]:
 def latest_checkpoint(checkpoints: Path) -> Path | None:
     found = checkpoint_files(checkpoints)
     return found[-1] if found else None
+
+
+def supersede_other_data(out: Path, fingerprint: str, cfg: TrainConfig) -> None:
+    """Keep a resume on the data it was trained on: if the newest readable checkpoint under `out` was made
+    from another token manifest, move `out`'s run (checkpoints, metrics) to `out/superseded/<its data>/`
+    so training starts from scratch, unless train.resume_on_changed_data says to resume anyway."""
+    state = resume_state(out / "checkpoints")
+    if state is None or state.get("data_fingerprint") == fingerprint:
+        return
+    previous = state.get("data_fingerprint") or "unknown"
+    if cfg.resume_on_changed_data:
+        log(f"resuming from step {state['step']}, trained on other data (manifest {previous}, now {fingerprint}), "
+            "because train.resume_on_changed_data is true")
+        return
+    keep = out / "superseded" / previous
+    keep.mkdir(parents=True, exist_ok=True)
+    for item in sorted(out.iterdir()):
+        if item.name != "superseded":
+            item.rename(keep / item.name)
+    log(f"the token manifest changed since the checkpoints in {out} (data {previous}, now {fingerprint}): "
+        f"training from scratch; the earlier run is kept in {keep}")
 
 
 def resume_state(checkpoints: Path) -> dict | None:
@@ -392,6 +403,7 @@ def train_loop(loop_config: dict, session=None) -> None:
                     "position": position,
                     "model_config": model.config.to_dict(),
                     "train_config": dataclasses.asdict(cfg),
+                    "data_fingerprint": train.manifest.fingerprint(),
                     "world_size": world_size,
                 }
         if evaluate_now or checkpoint_now:
@@ -420,8 +432,9 @@ def write_samples(model: GPT, path: Path, cfg: TrainConfig, device: torch.device
 
 def train_local(run_dir: Path, cfg: TrainConfig) -> list[dict]:
     """Run the loop in this process (no Ray); return the run's metrics rows."""
-    check_config(cfg, 1)
+    cfg.check(1)
     session = LocalSession(Path(run_dir) / "train" / "checkpoints", cfg.keep_checkpoints)
+    supersede_other_data(Path(run_dir) / "train", load_manifest(Path(run_dir) / "tokens" / "manifest.json").fingerprint(), cfg)
     train_loop({"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, session)
     return read_rows(Path(run_dir) / "train" / "metrics.jsonl")
 
@@ -481,11 +494,11 @@ def run(ctx: RunContext) -> dict:
 
     cfg = ctx.config.train
     manifest = ctx.path("tokens", "manifest.json")
-    check_config(cfg, cfg.num_workers)
     try:
-        open_train(manifest, cfg.seq_len, cfg.seed)  # validates every shard before any worker starts
+        train = open_train(manifest, cfg.seq_len, cfg.seed)  # validates every shard before any worker starts
     except ShardError as err:
         raise StageError(f"train: {err}") from None
+    supersede_other_data(ctx.path("train"), train.manifest.fingerprint(), cfg)
     ensure_ray(ctx.config)
     gpus = ray.cluster_resources().get("GPU", 0)
     joined = ctx.config.ray.address or os.environ.get("RAY_ADDRESS")

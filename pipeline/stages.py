@@ -1,0 +1,99 @@
+"""The registry of stages: the one place a stage is named.
+
+`webtext <stage>`, `webtext run`, `jobs/webtext.py` and the run report all read `STAGES`, in pipeline
+order. A stage is:
+
+    Stage(name, folder, sections, upstream, run)
+
+- `name`: the command (`webtext crawl`) and the name in commits, stats and the report;
+- `folder`: where it writes under the run directory; its `stats.json` there is written last, so it is the
+  stage's completion record, and downstream stages refuse an upstream without one;
+- `sections`: the config sections it reads, folded into its partitions' fingerprints;
+- `upstream`: the stages whose outputs it reads (lineage folds their outputs' digests in);
+- `run`: "module:function", called as `function(ctx, **options)`; imported only when the stage runs, so
+  this table imports no stage (stages import the runner, which imports this table);
+- `options`: its command-line options beyond --run-dir/--config/--set (passed to `run` by name);
+- `dataset`: the documents table it writes, for a stage that reads "the documents so far";
+- `enabled_by`: a boolean config key ("dedup.enabled"); when false the stage is skipped and readers of
+  documents look further upstream.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of a stage: argparse's add_argument(*flags, **kwargs)."""
+
+    flags: tuple[str, ...]
+    kwargs: dict
+
+    @property
+    def dest(self) -> str:
+        return self.kwargs.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    folder: str
+    sections: tuple[str, ...]
+    upstream: tuple[str, ...]
+    run: str
+    help: str
+    options: tuple[Option, ...] = ()
+    dataset: str = ""
+    enabled_by: str = ""
+
+    def enabled(self, config) -> bool:
+        if not self.enabled_by:
+            return True
+        section, key = self.enabled_by.split(".")
+        return bool(getattr(getattr(config, section), key))
+
+    def function(self):
+        module, name = self.run.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+INPUT = Option(("--input",), dict(dest="inputs", nargs="+", required=True, help="dump files, directories or globs"))
+
+STAGES = (
+    Stage("reddit", "urls", ("reddit",), (), "pipeline.reddit:run",
+          "Pushshift dumps -> candidate URLs with karma >= 3", options=(INPUT,)),
+    Stage("crawl", "crawl", ("crawl",), ("reddit",), "pipeline.crawl:run",
+          "fetch every URL politely into WARC files and a crawl log"),
+    Stage("extract", "docs", ("extract",), ("crawl", "reddit"), "pipeline.extract:run",
+          "WARC -> main text, language and quality filters -> documents", dataset="docs"),
+    Stage("dedup", "dedup", ("dedup",), ("extract",), "pipeline.dedup:run",
+          "exact and MinHash LSH near-duplicate removal", dataset="dedup/docs", enabled_by="dedup.enabled"),
+    Stage("tokenize", "tokens", ("tokenize",), ("dedup",), "pipeline.tokenize:run",
+          "GPT-2 BPE -> llm.c token shards and manifest.json"),
+    Stage("train", "train", ("train",), ("tokenize",), "training.train:run",
+          "pretrain GPT-2 on the token shards with Ray Train"),
+)
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    return BY_NAME[name]
+
+
+def owner_of(phase: str) -> Stage:
+    """The stage writing `phase` (a folder under the run directory): the one with the longest matching folder."""
+    owners = [s for s in STAGES if phase == s.folder or phase.startswith(s.folder + "/")]
+    return max(owners, key=lambda s: len(s.folder))
+
+
+def documents_source(config, name: str) -> Stage:
+    """The nearest enabled stage upstream of `name` that writes documents: what `name` reads as its docs."""
+    for up in stage(name).upstream:
+        candidate = stage(up)
+        if candidate.dataset and candidate.enabled(config):
+            return candidate
+        if candidate.upstream:
+            return documents_source(config, up)
+    raise ValueError(f"no stage upstream of {name} writes documents")

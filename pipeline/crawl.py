@@ -25,8 +25,8 @@ running one asyncio crawler:
 Reasons (every one but "ok" is a drop key in the commit counts):
   ok                  200, HTML or XHTML (declared or sniffed), non-empty, within the size cap
   url_too_long        the URL or a redirect target is longer than max_url_length
-  invalid_url         unparsable URL or redirect target, or one without a host
-  bad_scheme          not http or https (input or redirect target)
+  url_invalid         unparsable URL or redirect target, or one without a host
+  url_scheme          not http or https (input or redirect target)
   robots_disallowed   robots.txt disallows the URL for our user agent
   robots_unavailable  robots.txt answered 5xx or could not be fetched: the whole host is skipped (RFC 9309)
   dns_error           the host name does not resolve
@@ -287,10 +287,10 @@ def check_url(url: str, max_length: int) -> str | None:
         parsed = parse_url(url)
         scheme, host, _ = parsed.scheme, parsed.host, parsed.port
     except (ValueError, TypeError):
-        return "invalid_url"
+        return "url_invalid"
     if scheme not in ("http", "https"):
-        return "bad_scheme"
-    return None if host else "invalid_url"
+        return "url_scheme"
+    return None if host else "url_invalid"
 
 
 def redirect_target(current: str, location: str) -> str:
@@ -613,7 +613,7 @@ class Crawler:
                 ConnectionError) as err:
             raise FetchError("truncated_body" if got_headers else "connect_error", retryable=True) from err
         except (aiohttp.InvalidURL, ValueError) as err:
-            raise FetchError("invalid_url") from err
+            raise FetchError("url_invalid") from err
         except aiohttp.ClientError as err:
             raise FetchError("bad_response") from err
 

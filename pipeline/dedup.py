@@ -370,10 +370,10 @@ def _pair_bucket(spec: dict, ctx: RunContext) -> PartitionResult:
     storage.write_parquet(edges_path, edges)
     storage.write_parquet(nodes_path, node_table)
     return PartitionResult(
-        counts={"in": len(by_id), "out": len(linked), "no_similar_candidate": len(by_id) - len(linked)},
+        counts={"in": len(by_id), "out": len(by_id)},
         files=[edges_path, nodes_path],
         info={"keys": len(keys["row"]), "candidate_groups": len(sizes), "exact_groups": int(exact.sum()),
-              "edges": edges.num_rows},
+              "edges": edges.num_rows, "linked": len(linked), "no_similar_candidate": len(by_id) - len(linked)},
     )
 
 

@@ -8,7 +8,7 @@ Inputs are Pushshift submission dumps: .zst (streamed with the 2 GiB window real
 1. map, one task per input file: read line by line, keep link posts that pass every rule below, normalize
    their URL and write them bucketed by a hash of the host (`urls/_map/`). Every dropped line is counted
    under its reason; lines that are bad input (malformed_json, score_missing, url_missing, url_scheme,
-   url_invalid) are also kept in `urls/rejects/part-NNNNN.parquet` (file, line, reason, reddit_id, url,
+   url_invalid, url_too_long) are also kept in `urls/rejects/part-NNNNN.parquet` (file, line, reason, reddit_id, url,
    detail), NNNNN being the input file's index. Routine drops (self posts, low scores: ~90% of a real
    dump) are only counted, so a task's memory does not grow with them.
 2. reduce, one task per host bucket: aggregate per normalized URL into `urls/part-NNNNN.parquet`, so that
@@ -25,12 +25,13 @@ fields without parsing the rest of the line (see `SubmissionFilter.check_line`).
 | self_post          | `is_self` true                                                                 |
 | score_missing      | no integer `score` (or one beyond 64 bits)                                     |
 | below_min_score    | `score` < `min_score`                                                          |
-| self_post          | a URL that points back at a post on reddit                                     |
+| reddit_post_link   | a URL that points back at a post on reddit                                     |
 | deleted_removed    | `removed_by_category` set, `_meta.removal_type` set, selftext [deleted]/[removed] |
 | nsfw               | `over_18` true while `nsfw = "drop"` (the default: WebText is a general corpus) |
 | url_missing        | no `url` string                                                                |
 | url_scheme         | a scheme other than http/https                                                 |
-| url_invalid        | unparseable, no or bad host, bad port, whitespace, over `max_url_length`        |
+| url_invalid        | unparseable, no or bad host, bad port, whitespace                              |
+| url_too_long       | over `max_url_length` characters                                               |
 | blocked_domain     | host is, or is under, a `blocked_domains` entry (Wikipedia, reddit, media hosts) |
 | blocked_extension  | path ends in a `blocked_extensions` entry (images, video, archives, ...)       |
 
@@ -102,7 +103,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SELF_LINK = re.compile(r"^https?://(www\.|old\.|np\.)?reddit\.com/r/[^/]+/comments/", re.I)
 # Reasons for input that is bad rather than merely not wanted; only these lines go to the rejects table.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the output columns are int64
-BAD_INPUT = frozenset({"malformed_json", "score_missing", "url_missing", "url_scheme", "url_invalid"})
+BAD_INPUT = frozenset({"malformed_json", "score_missing", "url_missing", "url_scheme", "url_invalid", "url_too_long"})
 
 @dataclass(frozen=True)
 class Drop:
@@ -116,6 +117,7 @@ class Drop:
 
 # The drops of nearly every line, made once.
 BLANK_LINE, SELF_POST, BELOW_MIN_SCORE = Drop("blank_line"), Drop("self_post"), Drop("below_min_score")
+REDDIT_POST_LINK = Drop("reddit_post_link")
 
 MAP_SCHEMA = pa.schema(
     [
@@ -321,7 +323,7 @@ class SubmissionFilter:
             return score
         raw_url = record.get("url")
         if isinstance(raw_url, str) and _SELF_LINK.match(raw_url):
-            return SELF_POST
+            return REDDIT_POST_LINK
         meta = record.get("_meta")
         meta = meta if isinstance(meta, dict) else {}
         removal = record.get("removed_by_category") or meta.get("removal_type")

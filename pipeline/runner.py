@@ -49,6 +49,7 @@ import ray
 
 from pipeline import stages, storage
 from pipeline.config import Config, ConfigError, dump_config, validate
+from pipeline.reasons import is_reason
 
 
 class StageError(RuntimeError):
@@ -293,6 +294,10 @@ def _run_one(fn: Callable, spec: Any, ctx: RunContext, phase: str, index: int, f
     started = time.monotonic()
     result = fn(spec, ctx)
     counts = Counter(result.counts)
+    unknown = sorted(k for k in counts if k not in ("in", "out") and not is_reason(k))
+    if unknown:
+        raise StageError(f"{phase} partition {index}: drop reason(s) {unknown} are not in pipeline/reasons.py: a bug "
+                         "in the stage, please report it with this message")
     dropped = sum(v for k, v in counts.items() if k not in ("in", "out"))
     if counts["in"] != counts["out"] + dropped:
         raise StageError(

@@ -85,7 +85,7 @@ def normalize_url(url: str, tracking_params: tuple[str, ...] = (), max_length: i
     """Return (normalized url, host) or raise InvalidURL with the reason to count."""
     url = url.strip().replace("&amp;", "&")
     if len(url) > max_length:
-        raise InvalidURL("url_invalid", f"longer than {max_length} characters")
+        raise InvalidURL("url_too_long", f"longer than {max_length} characters")
     if _SPACE.search(url):
         raise InvalidURL("url_invalid", "contains whitespace")
     try:

@@ -353,7 +353,7 @@ def test_every_redirect_hop_is_checked(server, tmp_path):
     assert rows[to_private].reason == "blocked_address"
     assert rows[to_private].final_url == server.url(REDIRECT_TARGET, "/page/x")
     assert len(server.requests_to(REDIRECT_TARGET)) == before  # refused before connecting
-    assert rows[to_file].reason == "bad_scheme"
+    assert rows[to_file].reason == "url_scheme"
     assert rows[to_long].reason == "url_too_long"
 
 
@@ -362,8 +362,8 @@ def test_bad_urls_fail_without_traffic(server, tmp_path):
             server.url(MAIN, "/page/" + "a" * 3000), "http:///no-host"]
     before = len(server.access_log)
     rows, _ = crawl_now(urls, tmp_path)
-    assert [rows[u].reason for u in urls] == ["dns_error", "bad_scheme", "bad_scheme", "url_too_long",
-                                             "invalid_url"]
+    assert [rows[u].reason for u in urls] == ["dns_error", "url_scheme", "url_scheme", "url_too_long",
+                                             "url_invalid"]
     assert len(server.access_log) == before
 
 

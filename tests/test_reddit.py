@@ -84,7 +84,7 @@ def test_normalize_url(raw, expected):
         ("http://exa mple.com/", "url_invalid"),
         ("http://example.com:99999/", "url_invalid"),
         ("http://exa_mple!.com/", "url_invalid"),
-        ("http://example.com/" + "a" * 3000, "url_invalid"),
+        ("http://example.com/" + "a" * 3000, "url_too_long"),
     ],
 )
 def test_invalid_urls_have_reasons(raw, reason):
@@ -128,7 +128,7 @@ def test_domain_rules_match_subdomains_only():
     [
         ([1, 2], "malformed_json"),
         (link(is_self=True), "self_post"),
-        (link(url="https://www.reddit.com/r/x/comments/abc/title/"), "self_post"),
+        (link(url="https://www.reddit.com/r/x/comments/abc/title/"), "reddit_post_link"),
         (link(removed_by_category="moderator"), "deleted_removed"),
         (link(_meta={"removal_type": "deleted"}), "deleted_removed"),
         (link(selftext="[removed]"), "deleted_removed"),

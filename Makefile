@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/dryrun
 
-.PHONY: dryrun test clean
+.PHONY: dryrun test test-fast clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ dryrun: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -476,3 +477,16 @@ def run(ctx: RunContext) -> dict:
     stats["signatures"] = summarize(sign, 0)["info"]
     stats["clusters"] = clusters
     return write_stats(ctx, "dedup", stats)
+
+
+def report_section(run_dir: Path, plots: Path):
+    """The run report's dedup part: how many documents each cluster holds."""
+    from pipeline.report import Section, hist, read_rows
+
+    clusters = read_rows(run_dir, "dedup/clusters.parquet", ["cluster_id"])
+    if not clusters:
+        return None
+    sizes = list(Counter(c["cluster_id"] for c in clusters).values())
+    hist(plots / "cluster_sizes.png", sizes, "Dedup cluster sizes (documents per cluster)", "size", log=True)
+    return Section("dedup", plots=[("Dedup cluster sizes", "report/cluster_sizes.png")],
+                   data={"clusters": len(sizes), "clustered_documents": len(clusters)})

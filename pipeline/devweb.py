@@ -449,3 +449,50 @@ def serve_forever(out_dir: Path) -> None:
               "Ctrl-C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+
+
+def was_used(run_dir: Path) -> bool:
+    """Whether this run crawled the dry-run web (its truth file is in the run directory)."""
+    return (Path(run_dir) / "devweb" / "truth.jsonl").exists()
+
+
+def score_run(run_dir: Path, plots: Path):
+    """A report scorer: extraction F1 and dedup pair recall of the run against the dry-run web's truth.
+
+    Token F1 of each extracted document against its page's true article text (mean over pages), the
+    expected documents found, and the share of same-group page pairs that dedup put in one cluster.
+    """
+    from itertools import combinations
+
+    from pipeline.quality import mean_f1
+    from pipeline.report import Section, read_rows
+
+    if not was_used(run_dir):
+        return None
+    truth = {row["url"]: row for row in load_truth(Path(run_dir) / "devweb")}
+    section = Section("devweb truth")
+    docs = read_rows(run_dir, "docs/part-*.parquet", ["doc_id", "url", "text"])
+    if docs is not None:
+        pairs = [(d["text"], truth[d["url"]]["text"]) for d in docs if truth.get(d["url"], {}).get("text")]
+        precision, recall, f1 = mean_f1(pairs)
+        expected = {u for u, t in truth.items() if t["expected"] in ("doc", "redirect_to_duplicate")}
+        found = len(expected & {d["url"] for d in docs})
+        section.data["extract"] = {"pages_scored": len(pairs), "precision": precision, "recall": recall, "f1": f1,
+                                   "expected_docs_found": found, "expected_docs": len(expected)}
+        section.lines.append(f"extraction vs truth: F1 {f1:.3f} (precision {precision:.3f}, recall {recall:.3f}) "
+                             f"over {len(pairs)} pages; {found}/{len(expected)} expected documents kept")
+    clusters = read_rows(run_dir, "dedup/clusters.parquet", ["doc_id", "cluster_id"])
+    if docs is not None and clusters is not None:
+        cluster_of = {c["doc_id"]: c["cluster_id"] for c in clusters}
+        groups: dict[str, list[str]] = {}
+        for d in docs:
+            group = truth.get(d["url"], {}).get("dup_group")
+            if group:
+                groups.setdefault(group, []).append(d["doc_id"])
+        pairs = [(a, b) for ids in groups.values() for a, b in combinations(sorted(ids), 2)]
+        found = sum(cluster_of.get(a) is not None and cluster_of.get(a) == cluster_of.get(b) for a, b in pairs)
+        section.data["dedup"] = {"groups": len(groups), "pairs": len(pairs), "pairs_found": found}
+        if pairs:
+            section.lines.append(f"dedup vs truth: {found}/{len(pairs)} duplicate pairs clustered "
+                                 f"(recall {found / len(pairs):.3f}) across {len(groups)} groups")
+    return section

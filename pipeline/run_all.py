@@ -19,7 +19,7 @@ from pipeline.runner import RunContext, run_stage
 from pipeline.stages import STAGES
 
 
-def run_all(ctx: RunContext, inputs: list[str] | None = None, with_devweb: bool = False) -> dict:
+def run_all(ctx: RunContext, inputs: list[str] | None = None, with_devweb: bool = False) -> list:
     """Run every stage of pipeline/stages.py on `inputs` (default: the dry-run web) and write the report."""
     from pipeline import devweb, report
 
@@ -33,7 +33,7 @@ def run_all(ctx: RunContext, inputs: list[str] | None = None, with_devweb: bool 
             print(f"[run] stage {stage.name}", file=sys.stderr, flush=True)
             options = {"inputs": inputs} if any(o.dest == "inputs" for o in stage.options) else {}
             run_stage(ctx, stage.name, **options)
-    summary = report.write_report(ctx)
+    summary = report.write_report(ctx, scorers=[devweb.score_run] if serve else [])
     print(report.summary_table(summary))
     print(f"\nreport: {ctx.path('report.md')}  ({time.monotonic() - started:.0f}s)")
     return summary

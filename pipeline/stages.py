@@ -15,7 +15,8 @@ order. A stage is:
 - `options`: its command-line options beyond --run-dir/--config/--set (passed to `run` by name);
 - `dataset`: the documents table it writes, for a stage that reads "the documents so far";
 - `enabled_by`: a boolean config key ("dedup.enabled"); when false the stage is skipped and readers of
-  documents look further upstream.
+  documents look further upstream;
+- `report`: "module:function" returning the stage's section of the run report (pipeline/report.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Stage:
     options: tuple[Option, ...] = ()
     dataset: str = ""
     enabled_by: str = ""
+    report: str = ""
 
     def enabled(self, config) -> bool:
         if not self.enabled_by:
@@ -55,8 +57,15 @@ class Stage:
         return bool(getattr(getattr(config, section), key))
 
     def function(self):
-        module, name = self.run.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.run)
+
+    def report_function(self):
+        return _load(self.report)
+
+
+def _load(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 INPUT = Option(("--input",), dict(dest="inputs", nargs="+", required=True, help="dump files, directories or globs"))
@@ -69,11 +78,12 @@ STAGES = (
     Stage("extract", "docs", ("extract",), ("crawl", "reddit"), "pipeline.extract:run",
           "WARC -> main text, language and quality filters -> documents", dataset="docs"),
     Stage("dedup", "dedup", ("dedup",), ("extract",), "pipeline.dedup:run",
-          "exact and MinHash LSH near-duplicate removal", dataset="dedup/docs", enabled_by="dedup.enabled"),
+          "exact and MinHash LSH near-duplicate removal", dataset="dedup/docs", enabled_by="dedup.enabled",
+          report="pipeline.dedup:report_section"),
     Stage("tokenize", "tokens", ("tokenize",), ("dedup",), "pipeline.tokenize:run",
-          "GPT-2 BPE -> llm.c token shards and manifest.json"),
+          "GPT-2 BPE -> llm.c token shards and manifest.json", report="pipeline.tokenize:report_section"),
     Stage("train", "train", ("train",), ("tokenize",), "training.train:run",
-          "pretrain GPT-2 on the token shards with Ray Train"),
+          "pretrain GPT-2 on the token shards with Ray Train", report="training.train:report_section"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

@@ -290,3 +290,14 @@ def run(ctx: RunContext) -> dict:
     stats = summarize(commits, time.monotonic() - started)
     stats["shards"] = manifest.totals()
     return write_stats(ctx, PHASE, stats)
+
+
+def report_section(run_dir: Path, plots: Path):
+    """The run report's token line: documents, shards and tokens per split."""
+    from pipeline.report import Section
+
+    try:
+        totals = load_manifest(run_dir / PHASE / "manifest.json").totals()
+    except ShardError:
+        return None
+    return Section("tokens", lines=[f"tokens: {json.dumps(totals, sort_keys=True)}"], data=totals)

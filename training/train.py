@@ -468,6 +468,21 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def report_section(run_dir: Path, plots: Path):
+    """The run report's training part: the loss curves and the final losses."""
+    from pipeline.report import Section
+
+    rows = read_rows(Path(run_dir) / "train" / "metrics.jsonl")
+    if not rows:
+        return None
+    plot_loss(rows, plots / "loss.png", "Training loss")
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    final = {"steps": rows[-1]["step"], "final_loss": rows[-1]["loss"], "final_val_loss": val[-1] if val else None}
+    val_text = f"{final['final_val_loss']:.3f}" if val else "n/a"
+    return Section("train", lines=[f"train: {final['steps']} steps, final train loss {final['final_loss']:.3f}, "
+                                   f"val loss {val_text}"], plots=[("Training loss", "report/loss.png")], data=final)
+
+
 def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None):
     """The TorchTrainer for this run: storage in R/train, so a rerun resumes from Ray Train's latest checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -1,11 +1,17 @@
-"""The `webtext` command: one subcommand per registered stage (pipeline/stages.py), plus `run`, `devweb`
-and `export-hf`.
+"""The `webtext` command: one subcommand per registered stage (pipeline/stages.py), plus `run`, `devweb`,
+`export-hf` and `finetune`.
 
     webtext reddit   --run-dir runs/x --input 'dumps/RS_2019-*.zst' [--config FILE] [--set k=v ...]
     webtext crawl    --run-dir runs/x          (and every other stage of pipeline/stages.py)
     webtext run      --run-dir runs/x --input ... (every stage in order, then the report)
     webtext devweb   --run-dir runs/x            (build the dry-run web and serve it until Ctrl-C)
     webtext export-hf --run-dir runs/x --out DIR (latest checkpoint -> transformers GPT-2 folder)
+    webtext finetune --task sst2 --data DIR --from runs/x --out DIR   (GPT-1 fine-tuning, training/finetune.py)
+
+`finetune` is a command, not a stage: the stages are the corpus pipeline over one run directory, each
+reading its upstream's committed partitions, run in order by `webtext run`; fine-tuning reads a user's task
+files and any pretrained model (a run, a checkpoint or a transformers folder), once per task, into its own
+--out folder, which it locks and freezes its config into as a stage does a run directory.
 
 With no --config, a rerun uses the config frozen in the run directory, so `--set` changes one value of an
 existing run. The whole config is checked before anything runs, and frozen only once it is valid; a
@@ -28,7 +34,7 @@ from pipeline.stages import STAGES, stage
 def _config_for(args) -> Config:
     from pipeline.runner import resolve_run_dir
 
-    frozen = resolve_run_dir(args.run_dir) / "config.toml"
+    frozen = resolve_run_dir(args.out if args.command == "finetune" else args.run_dir) / "config.toml"
     path = args.config or (frozen if frozen.exists() else None)
     return load_config(path, args.set)
 
@@ -56,13 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="write the latest checkpoint as a transformers GPT-2 folder")
     _add_common(p)
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
+    p = sub.add_parser("finetune", help="fine-tune a pretrained GPT-2 on a task with GPT-1's input transformations")
+    p.add_argument("--task", required=True, help="sst2, rte, mrpc, stsb, race, storycloze or custom (training/tasks.py)")
+    p.add_argument("--data", required=True, help="folder holding the task's train and dev files")
+    p.add_argument("--from", dest="source", required=True,
+                   help="run directory, checkpoint.pt (or its folder), or transformers GPT-2 folder")
+    p.add_argument("--out", required=True, help="output folder: checkpoints, results.json, hf/ (and its frozen config)")
+    p.add_argument("--config", help="TOML config (default: OUT's frozen config.toml, else built-in)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a value")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from pipeline.runner import StageError, locked_run, resolve_run_dir, run_stage
+    from pipeline.runner import RunLock, StageError, check_run_dir, locked_run, resolve_run_dir, run_stage
 
     command_line = shlex.join(["webtext", *argv])
     try:
@@ -71,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             from training.export import export_hf
 
             print(json.dumps(export_hf(resolve_run_dir(args.run_dir), args.out), indent=2))
+            return 0
+        if args.command == "finetune":
+            from training.finetune import finetune
+
+            with RunLock(check_run_dir(args.out), command_line):  # finetune freezes the config once it is accepted
+                print(json.dumps(finetune(config, args.task, args.data, args.source, resolve_run_dir(args.out)), indent=2))
             return 0
         with locked_run(args.run_dir, config, command_line) as ctx:
             if args.command == "devweb":

@@ -312,6 +312,52 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    # Ray Train workers of `webtext finetune`, one per GPU with use_gpu (DDP over NCCL); CPU workers use gloo.
+    num_workers: Annotated[int, AtLeastOne] = 1
+    use_gpu: bool = True
+    # Peak learning rate (GPT-1's 6.25e-5): linear warmup over warmup_fraction of all steps (GPT-1's 0.2%),
+    # then linear decay to 0 at the last step.
+    learning_rate: Annotated[float, Positive] = 6.25e-5
+    warmup_fraction: Annotated[float, Probability] = 0.002
+    # Examples per optimizer step across all workers (GPT-1: 32); a multiple of micro_batch_size x num_workers
+    # (examples per worker per micro-step; gradient accumulation fills the rest).
+    batch_size: Annotated[int, AtLeastOne] = 32
+    micro_batch_size: Annotated[int, AtLeastOne] = 8
+    # Passes over the training file (GPT-1: 3); the last partial batch of an epoch is left out.
+    epochs: Annotated[int, AtLeastOne] = 3
+    # lambda: weight of the auxiliary language-model loss on the same sequences (GPT-1: 0.5); 0 turns it off.
+    lm_weight: Annotated[float, NonNegative] = 0.5
+    # Dropout on the extract token's final state, before the linear head (GPT-1: 0.1).
+    head_dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    # AdamW (betas 0.9/0.999, GPT-1's Adam) decoupled weight decay on matrices (GPT-1's w = 0.01), and the
+    # global gradient-norm clip.
+    weight_decay: Annotated[float, NonNegative] = 0.01
+    grad_clip: Annotated[float, Positive] = 1.0
+    # Longest sequence in tokens, the three special tokens included; 0 = the model's context. A longer input
+    # is cut from the left of its context (never the answer) and counted (training/tasks.py).
+    max_len: Annotated[int, NonNegative] = 0
+    # Optimizer steps between checkpoints (the last step always checkpoints) and checkpoints kept on disk.
+    checkpoint_every: Annotated[int, AtLeastOne] = 500
+    keep_checkpoints: Annotated[int, AtLeastOne] = 2
+    # Seed of the new weights (head, special-token rows), of the example order and of the dropout masks.
+    seed: int = 1337
+    # Worker-group restarts Ray Train allows after a failure; each resumes from the latest checkpoint.
+    max_failures: Annotated[int, NonNegative] = 3
+    # Fault injection, as train.crash_at_step: the last rank hard-exits at this step in an attempt that
+    # started from scratch. 0 = off.
+    crash_at_step: Annotated[int, NonNegative] = 0
+
+    def check(self, world_size: int | None = None) -> None:
+        workers = world_size or self.num_workers
+        if self.batch_size % (self.micro_batch_size * workers):
+            raise ConfigError(
+                f"finetune.batch_size={self.batch_size} is not a multiple of micro_batch_size x workers = "
+                f"{self.micro_batch_size} x {workers}; set it to a multiple"
+            )
+
+
+@dataclass
 class DevwebConfig:
     # Port of the dry-run web server on every 127.0.0.N host; 0 picks a free one when the web is built.
     port: Annotated[int, Range(ge=0, le=65535)] = 0
@@ -335,6 +381,7 @@ class Config:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     devweb: DevwebConfig = field(default_factory=DevwebConfig)
 
     def fingerprint(self, *sections: str) -> str:

@@ -73,6 +73,9 @@ REASONS: dict[str, tuple[str, str]] = {
     # tokenize: documents -> token shards
     "empty_text": ("tokenize", "a document with no text"),
     "missing_doc_id": ("tokenize", "a document with no doc_id"),
+    # finetune: task records -> token sequences (training/tasks.py)
+    "answer_too_long": ("finetune", "the part never cut (a hypothesis, an answer) and the special tokens exceed "
+                                    "`finetune.max_len`"),
 }
 
 _HTTP_STATUS = re.compile(r"http_[1-5]\d\d")

@@ -7,8 +7,9 @@ Built from what the stages left in the run directory, so it can be regenerated a
 The report is a list of sections. The first is the funnel: every registered stage's records in, out and
 drops by reason (its stats.json), with a bar chart each. Then one section per stage that registers a
 `report` function in pipeline/stages.py (for example dedup's cluster sizes, the token counts, the loss
-curve), then the sections of optional scorers the caller passes: a scorer is a function of the run
-directory that knows something the run does not, such as the dry-run web's true texts
+curve), then those of commands that write into the run directory (the dry run's fine-tuning), then the
+sections of optional scorers the caller passes: a scorer is a function of the run directory that knows
+something the run does not, such as the dry-run web's true texts
 (pipeline/devweb.py's `score_run`). A section function takes (run_dir, plots_dir) and returns a `Section`
 or None when it has nothing to show.
 """
@@ -16,6 +17,7 @@ or None when it has nothing to show.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -116,11 +118,16 @@ def funnel_section(run_dir: Path, plots: Path) -> Section:
     return section
 
 
+# Sections of commands that write into the run directory beside the stages ("module:function").
+COMMAND_SECTIONS = ("training.finetune:report_section",)
+
+
 def sections(run_dir: Path, scorers: list[SectionFunction] = ()) -> list[Section]:
-    """The funnel, every stage's own section, then the scorers' sections, skipping empty ones."""
+    """The funnel, every stage's own section, the commands' sections, then the scorers', skipping empty ones."""
     plots = run_dir / "report"
     plots.mkdir(exist_ok=True)
-    functions = [s.report_function() for s in STAGES if s.report] + list(scorers)
+    commands = [getattr(importlib.import_module(m), f) for m, f in (t.split(":") for t in COMMAND_SECTIONS)]
+    functions = [s.report_function() for s in STAGES if s.report] + commands + list(scorers)
     found = [funnel_section(run_dir, plots)]
     for function in functions:
         section = function(run_dir, plots)

@@ -5,7 +5,8 @@
 
 With `--devweb` (or no --input), the dry-run web is built into `<run>/devweb/`, served on 127.0.0.2..
 while the stages run, and its dump is the reddit stage's input; the report then scores extraction and
-dedup against its truth. Each stage reruns only the partitions whose config, inputs or upstream outputs
+dedup against its truth, and the run's model is fine-tuned on a generated classification task into
+`<run>/finetune/` (its dev accuracy is in the summary). Each stage reruns only the partitions whose config, inputs or upstream outputs
 changed (pipeline/runner.py), so rerunning after a crash or an edit redoes only what it touches.
 """
 
@@ -33,6 +34,11 @@ def run_all(ctx: RunContext, inputs: list[str] | None = None, with_devweb: bool 
             print(f"[run] stage {stage.name}", file=sys.stderr, flush=True)
             options = {"inputs": inputs} if any(o.dest == "inputs" for o in stage.options) else {}
             run_stage(ctx, stage.name, **options)
+    if serve:  # the dry run also fine-tunes its model on a generated task (training/finetune.py)
+        from training.finetune import dryrun_finetune
+
+        print("[run] finetune (a generated task)", file=sys.stderr, flush=True)
+        dryrun_finetune(ctx)
     summary = report.write_report(ctx, scorers=[devweb.score_run] if serve else [])
     print(report.summary_table(summary))
     print(f"\nreport: {ctx.path('report.md')}  ({time.monotonic() - started:.0f}s)")

@@ -11,20 +11,37 @@ attn.c_proj, mlp.c_fc, mlp.c_proj) as Conv1D, i.e. transposed (in x out). `lm_he
 it is tied to `transformer.wte.weight` and transformers re-ties it on load (tie_word_embeddings), as its own
 save_pretrained does. Weights are float32. The tokenizer is GPT-2's (r50k_base), so any GPT-2 tokenizer
 files fit; none are written here. config.json sets dropout to 0, as the model was trained.
+
+`load_hf` reads such a folder back (ours, or OpenAI's GPT-2 as transformers publishes it) into our GPT:
+what `webtext finetune --from DIR` does.
+
+A fine-tuned model (training/finetune.py) is written as `GPT2DoubleHeadsModel`: the same body and tied LM
+head over 50,260 tokens, and `multiple_choice_head` (a one-output linear layer on the hidden state at
+`mc_token_ids`, the EXTRACT position) holding our head, with the tokenizer beside it (vocab.json, merges.txt,
+rebuilt from the r50k_base ranks, and the three added tokens at ids 50257-50259). How to read `mc_logits`:
+
+    classification, entailment (two labels)  input_ids (B, 1, T) -> mc_logits (B, 1): the logit of the second label
+    multiple choice                          input_ids (B, K, T) -> mc_logits (B, K): one score per answer, softmax
+    similarity (MRPC, STS-B)                 input_ids (B, 2, T), both orders -> mc_logits.sum(1): the logit (score)
+
+For similarity the head's bias is halved on export, so the sum over the two orders equals our head on the
+sum of the two states exactly. A head of more than one output (a custom task of K > 2 labels) has no
+GPT2DoubleHeadsModel form: `save_double_heads` refuses it (ExportError) and the checkpoint stays the model.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from pipeline import storage
 from pipeline.runner import StageError
 from training.model import GPT, GPTConfig
-from training.train import latest_checkpoint, load_checkpoint
+from training.session import latest_checkpoint, load_checkpoint
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -83,3 +100,142 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> dict:
     model.load_state_dict(state["model"])
     save_hf(model, out_dir)
     return {"checkpoint": str(path), "step": state["step"], "out": str(Path(out_dir).resolve()), "params": model.num_params()}
+
+
+class ExportError(ValueError):
+    """A model that has no transformers form, or a folder that is not a GPT-2 one; the message says which."""
+
+
+def hf_model_config(folder: str | Path) -> GPTConfig:
+    """Our GPTConfig of a transformers GPT-2 folder's config.json; anything but GPT-2's architecture is refused."""
+    path = Path(folder) / "config.json"
+    try:
+        hf = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ExportError(f"{path}: cannot read a transformers config ({err})") from None
+    same = {"model_type": "gpt2", "activation_function": "gelu_new", "n_inner": None, "layer_norm_epsilon": 1e-5}
+    differ = [f"{k}={hf[k]!r}" for k, v in same.items() if k in hf and hf[k] != v]
+    if hf.get("model_type") != "gpt2" or differ:
+        raise ExportError(f"{path}: not a GPT-2 this model can load ({', '.join(differ) or 'no model_type gpt2'})")
+    return GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+                     n_head=hf["n_head"], n_embd=hf["n_embd"])
+
+
+def load_hf(folder: str | Path) -> GPT:
+    """A transformers GPT-2 folder (config.json + model.safetensors) as our GPT: hf_state_dict inverted."""
+    model = GPT(hf_model_config(folder))
+    weights = {}
+    for name, tensor in load_file(str(Path(folder) / "model.safetensors")).items():
+        name = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"  # OpenAI's has no prefix
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # the causal-mask buffers of older files; the head is tied to wte
+        weights[name] = tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor
+    weights["lm_head.weight"] = weights.get("transformer.wte.weight")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ExportError(f"{folder}/model.safetensors: does not fit its config.json ({err})") from None
+    return model
+
+
+# ---------------------------------------------------------------- the tokenizer, for transformers
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table of vocab.json and merges.txt (its encoder.py)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
+        range(ord("\xae"), ord("\xff") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def _merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
+    """The two tokens BPE joins last to make `token`: its merges replayed with ranks below its own."""
+    parts = [bytes([b]) for b in token]
+    limit = ranks[token]
+    while len(parts) > 2:
+        best = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], limit))
+        if ranks.get(parts[best] + parts[best + 1], limit) >= limit:
+            break
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
+    return parts[0], parts[1]
+
+
+@functools.cache
+def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
+    """GPT-2's vocab.json and merges.txt contents, rebuilt from the r50k_base ranks shipped in the package."""
+    from importlib import resources
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    from pipeline.tokenizer import ASSET, EOT_TOKEN
+
+    with resources.as_file(ASSET) as asset:
+        ranks = load_tiktoken_bpe(str(asset))
+    chars = bytes_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(chars[b] for b in token)
+
+    vocab = {text(token): rank for token, rank in ranks.items()}
+    vocab["<|endoftext|>"] = EOT_TOKEN
+    merges = [" ".join(map(text, _merge_of(ranks, token))) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1])
+              if len(token) > 1]
+    return vocab, merges
+
+
+def save_tokenizer(out_dir: str | Path, added: dict[str, int], max_length: int) -> None:
+    """vocab.json, merges.txt (from the r50k_base ranks tiktoken uses) and the added tokens, for GPT2Tokenizer."""
+    from pipeline.tokenizer import EOT_TOKEN
+
+    vocab, merges = _vocab_and_merges()
+    eot = "<|endoftext|>"
+    out_dir = Path(out_dir)
+    storage.write_bytes(out_dir / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
+    storage.write_bytes(out_dir / "merges.txt", ("#version: 0.2\n" + "\n".join(merges) + "\n").encode())
+    special = {eot: EOT_TOKEN, **added}
+    tokenizer_config = {
+        "tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length, "add_prefix_space": False,
+        "bos_token": eot, "eos_token": eot, "unk_token": eot, "additional_special_tokens": list(added),
+        "added_tokens_decoder": {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                                          "normalized": False, "single_word": False} for t, i in special.items()},
+    }
+    storage.write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+    storage.write_json(out_dir / "special_tokens_map.json", {"bos_token": eot, "eos_token": eot, "unk_token": eot,
+                                                              "additional_special_tokens": list(added)})
+    storage.write_json(out_dir / "added_tokens.json", added)
+
+
+# ---------------------------------------------------------------- a fine-tuned model: GPT2DoubleHeadsModel
+
+
+def save_double_heads(model, task, out_dir: str | Path) -> dict:
+    """Write a FinetuneModel (training/finetune.py) as a GPT2DoubleHeadsModel folder with its tokenizer."""
+    from training.tasks import SPECIAL_TOKENS
+
+    if model.head.out_features != 1:
+        raise ExportError(f"the head of this {task.kind} task has {model.head.out_features} outputs (one per label); "
+                          f"transformers' GPT2DoubleHeadsModel has a one-output head")
+    bias = model.head.bias.detach() * (0.5 if task.kind == "similarity" else 1.0)  # summed over the two orders
+    weights = hf_state_dict(model.gpt)
+    weights["multiple_choice_head.summary.weight"] = model.head.weight.detach().to("cpu", torch.float32).contiguous()
+    weights["multiple_choice_head.summary.bias"] = bias.to("cpu", torch.float32).contiguous()
+    out_dir = Path(out_dir)
+    with storage.atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
+    config = {
+        **hf_config(model.gpt.config), "architectures": ["GPT2DoubleHeadsModel"], "num_labels": 1,
+        "summary_type": "cls_index", "summary_use_proj": True, "summary_proj_to_labels": True,
+        "summary_activation": None, "summary_first_dropout": model.dropout.p, "summary_last_dropout": 0.0,
+        "webtext_task": {"task": task.name, "kind": task.kind, "labels": list(task.labels),
+                         "special_tokens": SPECIAL_TOKENS},
+    }
+    storage.write_bytes(out_dir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    save_tokenizer(out_dir, SPECIAL_TOKENS, model.gpt.config.block_size)
+    return {"out": str(out_dir), "architecture": "GPT2DoubleHeadsModel", "vocab_size": model.gpt.config.vocab_size}

@@ -135,8 +135,8 @@ class GPT(nn.Module):
         """Every parameter counted once (the tied matrix once), as GPT2LMHeadModel counts them."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits (B, T, vocab) and, with targets, the mean cross-entropy over all B x T positions."""
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, n_embd), after ln_f: what lm_head (and a fine-tuning head) reads."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds the model's context of {self.config.block_size}")
@@ -144,7 +144,11 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy over all B x T positions."""
+        logits = self.lm_head(self.hidden(idx))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

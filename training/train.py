@@ -57,12 +57,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,12 +67,15 @@ import torch.distributed as dist
 
 from pipeline import storage
 from pipeline.config import TrainConfig
-from pipeline.runner import RunContext, StageError, ensure_ray, write_stats
+from pipeline.runner import RunContext, StageError, write_stats
 from pipeline.shards import ShardError, load_manifest
 from training.data import TokenWindows, open_train, open_val, val_batches
 from training.model import GPT, model_config
+from training.session import (
+    LocalSession, RayTrainSession, all_reduce_mean, append_row, check_gpus, fit, log, read_rows, resume_state,
+    torch_trainer, truncate_rows,
+)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 ADAM_BETAS = (0.9, 0.95)
 # bf16 dense tensor-core peak per GPU (no sparsity), from NVIDIA's data sheets; the first key found in the
 # device name wins, so the PCIe H100 is matched before the SXM one.
@@ -126,20 +125,6 @@ def peak_flops(device: torch.device, configured: float) -> float:
 # ---------------------------------------------------------------- checkpoints
 
 
-def checkpoint_dir_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
-def checkpoint_files(checkpoints: Path) -> list[Path]:
-    """Every `step-NNNNNN/checkpoint.pt` under a checkpoints folder, oldest first."""
-    return sorted(checkpoints.glob(f"step-*/{CHECKPOINT_FILE}")) if checkpoints.is_dir() else []
-
-
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    found = checkpoint_files(checkpoints)
-    return found[-1] if found else None
-
-
 def supersede_other_data(out: Path, fingerprint: str, cfg: TrainConfig) -> None:
     """Keep a resume on the data it was trained on: if the newest readable checkpoint under `out` was made
     from another token manifest, move `out`'s run (checkpoints, metrics) to `out/superseded/<its data>/`
@@ -161,101 +146,7 @@ def supersede_other_data(out: Path, fingerprint: str, cfg: TrainConfig) -> None:
         f"training from scratch; the earlier run is kept in {keep}")
 
 
-def resume_state(checkpoints: Path) -> dict | None:
-    """The newest checkpoint under `checkpoints` that loads, or None; unreadable ones are named and skipped.
-
-    A worker killed while writing one leaves it cut short; resuming from the one before loses only
-    checkpoint_every steps, where stopping would lose the whole restart.
-    """
-    for path in reversed(checkpoint_files(checkpoints)):
-        try:
-            return load_checkpoint(path)
-        except StageError as err:
-            log(f"skipping {err}")
-    return None
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise StageError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}: {err}); it may be cut short by a crash "
-            f"during upload: delete its folder to fall back to the one before"
-        ) from None
-
-
-# ---------------------------------------------------------------- where the loop runs: Ray Train or this process
-
-
-class RayTrainSession:
-    """The loop's view of a Ray Train worker: rank, device, latest checkpoint, and report()."""
-
-    def __init__(self, checkpoints: Path):
-        import ray.train
-        import ray.train.torch
-
-        context = ray.train.get_context()
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
-        self.checkpoints = checkpoints
-
-    def load(self) -> dict | None:
-        # Not ray.train.get_checkpoint(): the controller registers a report only once it has taken it from
-        # every worker's queue at its next poll (2 s), so a worker that dies just after reporting a
-        # checkpoint takes the report with it, and Ray's record lags what is safely on disk.
-        return resume_state(self.checkpoints)
-
-    def report(self, metrics: dict, state: dict | None) -> None:
-        """Every rank calls this at the same steps (it is a barrier); rank 0 passes the checkpoint state."""
-        import ray.train
-
-        if state is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(folder),
-                checkpoint_dir_name=checkpoint_dir_name(state["step"]),
-            )
-
-
-class LocalSession:
-    """The same contract in this process: one worker, checkpoints written straight into `checkpoints`."""
-
-    def __init__(self, checkpoints: Path, keep: int):
-        self.rank, self.world_size = 0, 1
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.checkpoints, self.keep = checkpoints, keep
-
-    def load(self) -> dict | None:
-        return resume_state(self.checkpoints)
-
-    def report(self, metrics: dict, state: dict | None) -> None:
-        if state is None:
-            return
-        with storage.atomic_path(self.checkpoints / checkpoint_dir_name(state["step"]) / CHECKPOINT_FILE) as tmp:
-            torch.save(state, tmp)
-        for old in sorted(self.checkpoints.glob("step-*"))[: -self.keep]:
-            shutil.rmtree(old)
-
-
 # ---------------------------------------------------------------- the loop
-
-
-def log(message: str) -> None:
-    """A progress line on stderr. Not print(): Ray Train patches print into its logger, which shows it twice."""
-    sys.stderr.write(f"[train] {message}\n")
-    sys.stderr.flush()
-
-
-def _all_reduce_mean(value: torch.Tensor, world_size: int) -> torch.Tensor:
-    if world_size > 1:
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value = value / world_size
-    return value
 
 
 @torch.no_grad()
@@ -275,23 +166,6 @@ def evaluate(model, val: TokenWindows, session, cfg: TrainConfig, autocast) -> f
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     model.train()
     return (totals[0] / totals[1]).item()
-
-
-def _truncate_rows(path: Path, last_step: int) -> None:
-    """Keep the rows of a jsonl log up to `last_step` (a resumed run rewrites what came after)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            if json.loads(line)["step"] <= last_step:
-                keep.append(line + "\n")
-    storage.write_bytes(path, "".join(keep).encode())
-
-
-def _append_row(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
 def train_loop(loop_config: dict, session=None) -> None:
@@ -339,8 +213,8 @@ def train_loop(loop_config: dict, session=None) -> None:
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _truncate_rows(out / "metrics.jsonl", start_step)
-        _append_row(out / "attempts.jsonl", {
+        truncate_rows(out / "metrics.jsonl", start_step)
+        append_row(out / "attempts.jsonl", {
             "start_step": start_step, "world_size": world_size, "device": str(device), "threads": torch.get_num_threads()
         })
         log(f"{cfg.model}: {model.num_params():,} parameters, {world_size} worker(s) on {device.type}, "
@@ -369,7 +243,7 @@ def train_loop(loop_config: dict, session=None) -> None:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = _all_reduce_mean(loss_sum / accum, world_size).item()  # .item() waits for the GPU
+        loss_value = all_reduce_mean(loss_sum / accum, world_size).item()  # .item() waits for the GPU
         seconds = time.perf_counter() - started
         done = step + 1
         tokens_per_s = cfg.tokens_per_step / seconds
@@ -391,7 +265,7 @@ def train_loop(loop_config: dict, session=None) -> None:
                 metrics["val_loss"] = val_loss
         checkpoint = None
         if rank == 0:
-            _append_row(out / "metrics.jsonl", metrics)
+            append_row(out / "metrics.jsonl", metrics)
             log(f"step {done}/{cfg.max_steps} loss {loss_value:.4f}"
                 + (f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
                 + f" lr {lr:.2e} {tokens_per_s:,.0f} tok/s mfu {metrics['mfu']:.1%}")
@@ -442,10 +316,6 @@ def train_local(run_dir: Path, cfg: TrainConfig) -> list[dict]:
 # ---------------------------------------------------------------- the stage
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -485,28 +355,14 @@ def report_section(run_dir: Path, plots: Path):
 
 def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None):
     """The TorchTrainer for this run: storage in R/train, so a rerun resumes from Ray Train's latest checkpoint."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    return TorchTrainer(
-        train_loop,
-        train_loop_config={"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources_per_worker
-        ),
-        run_config=RunConfig(
-            storage_path=str(Path(run_dir) / "train"),
-            name="checkpoints",
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-        ),
+    return torch_trainer(
+        train_loop, {"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, Path(run_dir) / "train",
+        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, max_failures=cfg.max_failures,
+        keep_checkpoints=cfg.keep_checkpoints, resources_per_worker=resources_per_worker,
     )
 
 
 def run(ctx: RunContext) -> dict:
-    import ray
-    from ray.train import TrainingFailedError
-
     cfg = ctx.config.train
     manifest = ctx.path("tokens", "manifest.json")
     try:
@@ -514,22 +370,10 @@ def run(ctx: RunContext) -> dict:
     except ShardError as err:
         raise StageError(f"train: {err}") from None
     supersede_other_data(ctx.path("train"), train.manifest.fingerprint(), cfg)
-    ensure_ray(ctx.config)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    joined = ctx.config.ray.address or os.environ.get("RAY_ADDRESS")
-    if cfg.use_gpu and gpus < cfg.num_workers and not joined:
-        raise StageError(
-            f"train: train.use_gpu is true with {cfg.num_workers} worker(s) but this machine has {gpus:g} GPU(s); "
-            f"set --set train.use_gpu=false to train on CPU, or lower train.num_workers"
-        )
+    check_gpus(ctx.config, "train", cfg.num_workers, cfg.use_gpu)
     started = time.monotonic()
-    try:
-        result = make_trainer(ctx.run_dir, cfg).fit()
-    except TrainingFailedError as err:
-        raise StageError(
-            f"train: failed after up to {cfg.max_failures} restarts: {err}\nthe checkpoints in "
-            f"{ctx.path('train', 'checkpoints')} are kept; rerunning `webtext train` resumes from the latest"
-        ) from None
+    result = fit(make_trainer(ctx.run_dir, cfg), "train", ctx.path("train", "checkpoints"), cfg.max_failures,
+                 "webtext train")
     rows = read_rows(ctx.path("train", "metrics.jsonl"))
     plot_loss(rows, ctx.path("train", "loss.png"), f"{cfg.model} on {ctx.run_dir.name}")
     val = [r["val_loss"] for r in rows if "val_loss" in r]

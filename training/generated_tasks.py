@@ -1,0 +1,73 @@
+"""Fine-tuning tasks generated from a rule, for dry runs and tests: the label follows from the text alone.
+
+    write_task(folder, "classification", train=512, dev=128, seed=0)   # folder/train.jsonl, dev.jsonl
+    webtext finetune --task custom --data folder --from R --out O
+
+Both are `custom` tasks (training/tasks.py) in the jsonl the user's own tasks use:
+
+- classification: 5-9 filler words around one cue word from one of two lists (pleasant and unpleasant
+  words); the label is the cue's list ("pleasant"/"unpleasant"). The cue's position is random, so the
+  model must find it in the text.
+- multiple_choice: a context of three cue words of one list (a "story" of that mood), and four choices:
+  one cue word of the context's list and three of the other, in random order; the right one is the
+  choice that shares the context's list (the fitting ending, as in Story Cloze). The answers alone say
+  nothing: each choice is scored on its own, and a word of either list is the right one in a quarter of
+  its appearances; only the context tells.
+
+`shuffle_labels=True` draws the training labels at random instead (uniform over the two classes or four
+answers) and keeps the dev labels true: nothing links a training text to its label, so a model fine-tuned
+on it should score at chance on dev, unless something other than the text (a leak of the label into the
+input) carries the label.
+Every example is drawn from `random.Random(seed)`, so a seed gives the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from pipeline import storage
+
+FILLER = (
+    "the a of to and in that it was for on with as his at by from they we she or an were which this "
+    "one all there their had been has have would when who will more if no out so said what up its about "
+    "into than them can only other new some could time these two may then do first any my now such like"
+).split()
+CUES = {
+    "pleasant": ("good", "great", "happy", "lovely", "nice", "kind", "warm", "fine", "joy", "love"),
+    "unpleasant": ("bad", "awful", "sad", "ugly", "nasty", "cruel", "cold", "poor", "pain", "hate"),
+}
+
+def _around(rng: random.Random, word: str) -> str:
+    words = rng.choices(FILLER, k=rng.randint(5, 9))
+    words.insert(rng.randint(0, len(words)), word)
+    return " ".join(words)
+
+
+def classification_example(rng: random.Random, shuffle_labels: bool) -> dict:
+    label = rng.choice(sorted(CUES))
+    text = _around(rng, rng.choice(CUES[label]))
+    return {"text": text, "label": rng.choice(sorted(CUES)) if shuffle_labels else label}
+
+
+def multiple_choice_example(rng: random.Random, shuffle_labels: bool) -> dict:
+    mood, other = rng.sample(sorted(CUES), 2)
+    choices = [rng.choice(CUES[mood])] + rng.sample(CUES[other], 3)
+    rng.shuffle(choices)
+    right = next(i for i, c in enumerate(choices) if c in CUES[mood])
+    label = rng.randrange(len(choices)) if shuffle_labels else right
+    return {"context": " ".join(rng.sample(CUES[mood], 3)), "choices": choices, "label": label}
+
+
+GENERATORS = {"classification": classification_example, "multiple_choice": multiple_choice_example}
+
+
+def write_task(folder: Path, kind: str, train: int, dev: int, seed: int = 0, shuffle_labels: bool = False) -> Path:
+    """Write folder/train.jsonl and folder/dev.jsonl of a generated `kind` task; return the folder."""
+    rng = random.Random(seed)
+    make = GENERATORS[kind]
+    for split, count in (("train", train), ("dev", dev)):
+        rows = [make(rng, shuffle_labels and split == "train") for _ in range(count)]
+        storage.write_bytes(Path(folder) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return Path(folder)

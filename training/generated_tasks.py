@@ -8,16 +8,19 @@ Both are `custom` tasks (training/tasks.py) in the jsonl the user's own tasks us
 - classification: 5-9 filler words around one cue word from one of two lists (pleasant and unpleasant
   words); the label is the cue's list ("pleasant"/"unpleasant"). The cue's position is random, so the
   model must find it in the text.
-- multiple_choice: a context of three cue words of one list (a "story" of that mood), and four choices:
-  one cue word of the context's list and three of the other, in random order; the right one is the
+- multiple_choice: a context of three words of one of two shorter lists (the first five cue words of each:
+  fewer words to learn keep it within a CPU test's budget), a "story" of that mood, and four choices: one
+  word of the context's list and three of the other, in random order; the right one is the
   choice that shares the context's list (the fitting ending, as in Story Cloze). The answers alone say
   nothing: each choice is scored on its own, and a word of either list is the right one in a quarter of
   its appearances; only the context tells.
 
-`shuffle_labels=True` draws the training labels at random instead (uniform over the two classes or four
-answers) and keeps the dev labels true: nothing links a training text to its label, so a model fine-tuned
-on it should score at chance on dev, unless something other than the text (a leak of the label into the
-input) carries the label.
+`shuffle_labels=True` shuffles the training labels across examples and keeps the dev labels true: each
+training text gets another example's label (classification), each context another example's choices and
+right answer (multiple choice; drawing a random answer index instead would label the odd-mood choice three
+times in four, which a model learns to avoid, below chance). Nothing then links a training text to its
+label, so a model fine-tuned on it should score at chance on dev, unless something other than the text
+(a leak of the label into the input) carries the label.
 Every example is drawn from `random.Random(seed)`, so a seed gives the same files.
 """
 
@@ -38,6 +41,8 @@ CUES = {
     "pleasant": ("good", "great", "happy", "lovely", "nice", "kind", "warm", "fine", "joy", "love"),
     "unpleasant": ("bad", "awful", "sad", "ugly", "nasty", "cruel", "cold", "poor", "pain", "hate"),
 }
+MOODS = {name: words[:5] for name, words in CUES.items()}
+
 
 def _around(rng: random.Random, word: str) -> str:
     words = rng.choices(FILLER, k=rng.randint(5, 9))
@@ -45,29 +50,31 @@ def _around(rng: random.Random, word: str) -> str:
     return " ".join(words)
 
 
-def classification_example(rng: random.Random, shuffle_labels: bool) -> dict:
+def classification_example(rng: random.Random) -> dict:
     label = rng.choice(sorted(CUES))
-    text = _around(rng, rng.choice(CUES[label]))
-    return {"text": text, "label": rng.choice(sorted(CUES)) if shuffle_labels else label}
+    return {"text": _around(rng, rng.choice(CUES[label])), "label": label}
 
 
-def multiple_choice_example(rng: random.Random, shuffle_labels: bool) -> dict:
-    mood, other = rng.sample(sorted(CUES), 2)
-    choices = [rng.choice(CUES[mood])] + rng.sample(CUES[other], 3)
+def multiple_choice_example(rng: random.Random) -> dict:
+    mood, other = rng.sample(sorted(MOODS), 2)
+    choices = [rng.choice(MOODS[mood])] + rng.sample(MOODS[other], 3)
     rng.shuffle(choices)
-    right = next(i for i, c in enumerate(choices) if c in CUES[mood])
-    label = rng.randrange(len(choices)) if shuffle_labels else right
-    return {"context": " ".join(rng.sample(CUES[mood], 3)), "choices": choices, "label": label}
+    right = next(i for i, c in enumerate(choices) if c in MOODS[mood])
+    return {"context": " ".join(rng.sample(MOODS[mood], 3)), "choices": choices, "label": right}
 
 
-GENERATORS = {"classification": classification_example, "multiple_choice": multiple_choice_example}
+GENERATORS = {"classification": (classification_example, "text"), "multiple_choice": (multiple_choice_example, "context")}
 
 
 def write_task(folder: Path, kind: str, train: int, dev: int, seed: int = 0, shuffle_labels: bool = False) -> Path:
     """Write folder/train.jsonl and folder/dev.jsonl of a generated `kind` task; return the folder."""
     rng = random.Random(seed)
-    make = GENERATORS[kind]
+    make, text = GENERATORS[kind]
     for split, count in (("train", train), ("dev", dev)):
-        rows = [make(rng, shuffle_labels and split == "train") for _ in range(count)]
+        rows = [make(rng) for _ in range(count)]
+        if shuffle_labels and split == "train":  # the texts, in a shuffled order, against the same labels
+            texts = [row[text] for row in rows]
+            rng.shuffle(texts)
+            rows = [{**row, text: t} for row, t in zip(rows, texts)]
         storage.write_bytes(Path(folder) / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     return Path(folder)

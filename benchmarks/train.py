@@ -55,6 +55,41 @@ def step_rows(run_dir: Path, warmup: int) -> list[dict]:
     return read_rows(run_dir / "train" / "metrics.jsonl")[warmup:]
 
 
+def alternate(rounds: int, run_side) -> dict[str, list[dict]]:
+    """Each round runs `run_side(side, fresh temporary folder)` for plain then ray; their step rows, per side."""
+    rows = {"plain": [], "ray": []}
+    for _ in range(rounds):
+        for side in rows:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows[side] += run_side(side, Path(tmp))
+    return rows
+
+
+def figures(rows: list[dict], key: str) -> tuple[float, float]:
+    """Median and best of one per-step figure."""
+    values = [r[key] for r in rows]
+    return statistics.median(values), max(values)
+
+
+def print_comparison(rows: dict[str, list[dict]], threads: dict[str, int], labels: dict[str, str], key: str,
+                     unit: str, ratios: tuple[tuple[str, str], ...] = ()) -> None:
+    """The table: per side threads, median and best `key` (and of each (name, key) ratio), best against plain;
+    then Ray Train's overhead."""
+    names = [name for name, _ in ratios]
+    print("| loop | threads | " + " | ".join([f"median {unit}", *(f"median {n}" for n in names), f"best {unit}",
+                                             *(f"best {n}" for n in names), "best vs plain"]) + " |")
+    print("|---|" + "---:|" * (4 + 2 * len(ratios)))
+    plain_median, plain_best = figures(rows["plain"], key)
+    for side, label in labels.items():
+        (median, best), shares = figures(rows[side], key), [figures(rows[side], k) for _, k in ratios]
+        cells = [f"{median:,.1f}", *(f"{m:.1%}" for m, _ in shares), f"{best:,.1f}", *(f"{b:.1%}" for _, b in shares),
+                 f"{(best / plain_best - 1) * 100:+.1f}%"]
+        print(f"| {label} | {threads[side]} | " + " | ".join(cells) + " |")
+    ray_median, ray_best = figures(rows["ray"], key)
+    print(f"\nRay Train overhead (target <= 5%): {(1 - ray_best / plain_best) * 100:.1f}% on the best step, "
+          f"{(1 - ray_median / plain_median) * 100:.1f}% on the median")
+
+
 def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -78,41 +113,29 @@ def main() -> None:
         checkpoint_every=args.steps, keep_checkpoints=1, eval_every=args.steps, eval_batches=1, num_samples=0,
         peak_flops=peak_flops(device, 0.0),
     )
-    ray.init(num_cpus=max(os.cpu_count(), args.threads), include_dashboard=False, log_to_driver=False)
-    rows = {"plain": [], "ray": []}
+    ray.init(address="local", num_cpus=max(os.cpu_count(), args.threads), include_dashboard=False, log_to_driver=False)
     threads = {}
-    for _ in range(args.rounds):
-        for side in rows:
-            with tempfile.TemporaryDirectory() as tmp:
-                run_dir = Path(tmp)
-                synthetic_tokens(run_dir, cfg.tokens_per_step * (args.steps + 1) + 1, args.seq_len * args.batch + 1)
-                if side == "plain":
-                    train_local(run_dir, cfg)
-                    torch.cuda.empty_cache()  # hand the plain run's cached GPU memory back before Ray's turn
-                else:
-                    resources = None if cuda else {"CPU": args.threads}
-                    make_trainer(run_dir, cfg, resources_per_worker=resources).fit()
-                rows[side] += step_rows(run_dir, args.warmup)
-                threads[side] = read_rows(run_dir / "train" / "attempts.jsonl")[-1]["threads"]
+
+    def run_side(side: str, run_dir: Path) -> list[dict]:
+        synthetic_tokens(run_dir, cfg.tokens_per_step * (args.steps + 1) + 1, args.seq_len * args.batch + 1)
+        if side == "plain":
+            train_local(run_dir, cfg)
+            torch.cuda.empty_cache()  # hand the plain run's cached GPU memory back before Ray's turn
+        else:
+            resources = None if cuda else {"CPU": args.threads}
+            make_trainer(run_dir, cfg, resources_per_worker=resources).fit()
+        threads[side] = read_rows(run_dir / "train" / "attempts.jsonl")[-1]["threads"]
+        return step_rows(run_dir, args.warmup)
+
+    rows = alternate(args.rounds, run_side)
     ray.shutdown()
 
-    def figures(side, key="tokens_per_s"):  # MFU is proportional to tokens/s: same model, same peak
-        values = [r[key] for r in rows[side]]
-        return statistics.median(values), max(values)
-
-    plain_median, plain_best = figures("plain")
+    # MFU is proportional to tokens/s: same model, same peak
     print(f"\n{args.model}, T={args.seq_len}, B={args.batch} x {args.accum} micro-steps ({cfg.tokens_per_step} "
           f"tokens/step), {args.rounds} rounds x {args.steps - args.warmup} timed steps per side, "
           f"{device.type} {'bf16' if cuda else 'fp32'}, peak {cfg.peak_flops / 1e12:.3g} TFLOP/s\n")
-    print("| loop | threads | median tokens/s | median MFU | best tokens/s | best MFU | best vs plain |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for side, label in (("plain", "plain PyTorch (train_local)"), ("ray", "Ray Train, 1 worker")):
-        (median, best), (median_mfu, best_mfu) = figures(side), figures(side, "mfu")
-        print(f"| {label} | {threads[side]} | {median:,.1f} | {median_mfu:.1%} | {best:,.1f} | {best_mfu:.1%} "
-              f"| {(best / plain_best - 1) * 100:+.1f}% |")
-    ray_median, ray_best = figures("ray")
-    print(f"\nRay Train overhead (target <= 5%): {(1 - ray_best / plain_best) * 100:.1f}% on the best step, "
-          f"{(1 - ray_median / plain_median) * 100:.1f}% on the median")
+    print_comparison(rows, threads, {"plain": "plain PyTorch (train_local)", "ray": "Ray Train, 1 worker"},
+                     "tokens_per_s", "tokens/s", ratios=(("MFU", "mfu"),))
 
 
 if __name__ == "__main__":

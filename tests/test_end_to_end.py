@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DRYRUN = "jobs/configs/dryrun.toml"
 pytestmark = pytest.mark.timeout(1200)
-SHORT_TRAIN = ["--set", "train.max_steps=10", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=5"]
+SHORT_TRAIN = ["--set", "train.max_steps=10", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=5",
+               "--set", "finetune.epochs=1"]
 
 
 def _env() -> dict:
@@ -89,7 +90,7 @@ def job_run(tmp_path_factory, web_port) -> Path:
 
 def test_ray_job_submit_runs_the_dry_run(job_run):
     for produced in ("urls/stats.json", "crawl/stats.json", "docs/stats.json", "dedup/clusters.parquet",
-                     "tokens/manifest.json", "report.md"):
+                     "tokens/manifest.json", "finetune/results.json", "report.md"):
         assert (job_run / produced).exists(), produced
     crawl = json.loads((job_run / "crawl" / "stats.json").read_text())
     urls = json.loads((job_run / "urls" / "stats.json").read_text())

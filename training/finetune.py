@@ -30,7 +30,7 @@ Dropout masks are seeded from (seed, step, rank), so the run is a function of it
 
 Writes under OUT:
 
-    config.toml              the configuration (`webtext finetune` freezes it; a rerun without --config reads it)
+    config.toml              the configuration, frozen once the run is accepted (a rerun without --config reads it)
     data/train.pt, dev.pt    the encoded splits every worker reads (training/tasks.py EncodedSplit.save)
     checkpoints/step-NNNNNN/checkpoint.pt   {"model", "optimizer", "step", "key", "model_config", "task",
                              "world_size"}, every checkpoint_every steps and at the end (+ Ray Train's run state)

@@ -5,19 +5,18 @@
 
 Both are `custom` tasks (training/tasks.py) in the jsonl the user's own tasks use:
 
-- classification: 5-9 filler words around one cue word from one of two lists (pleasant and unpleasant
-  words); the label is the cue's list ("pleasant"/"unpleasant"). The cue's position is random, so the
-  model must find it in the text.
+- classification: 3-6 filler words with three cue words of one of two lists (words about code and words
+  about data) at random places among them; the label is the cues' list ("code"/"data").
 - multiple_choice: a context of three words of one of two shorter lists (the first five cue words of each:
-  fewer words to learn keep it within a CPU test's budget), a "story" of that mood, and four choices: one
-  word of the context's list and three of the other, in random order; the right one is the
-  choice that shares the context's list (the fitting ending, as in Story Cloze). The answers alone say
+  fewer words to learn keep it within a CPU test's budget), a "story" about code or data, and four choices:
+  one word of the context's list and three of the other, in random order; the right one is the choice
+  that shares the context's list (the fitting ending, as in Story Cloze). The answers alone say
   nothing: each choice is scored on its own, and a word of either list is the right one in a quarter of
   its appearances; only the context tells.
 
 `shuffle_labels=True` shuffles the training labels across examples and keeps the dev labels true: each
 training text gets another example's label (classification), each context another example's choices and
-right answer (multiple choice; drawing a random answer index instead would label the odd-mood choice three
+right answer (multiple choice; drawing a random answer index instead would label the odd choice three
 times in four, which a model learns to avoid, below chance). Nothing then links a training text to its
 label, so a model fine-tuned on it should score at chance on dev, unless something other than the text
 (a leak of the label into the input) carries the label.
@@ -37,30 +36,31 @@ FILLER = (
     "one all there their had been has have would when who will more if no out so said what up its about "
     "into than them can only other new some could time these two may then do first any my now such like"
 ).split()
+# Two lists of words frequent in the dry run's corpus (Python's documentation, pipeline/devweb.py) and in the
+# tests' (tests/test_train.py's prose): a pretrained model has distinct embeddings for them. Words it never
+# saw do not: pretraining pushes every unseen row the same way (the softmax reaches them all), so in the
+# dry-run model such words sit at cosine 0.97 to each other and a short fine-tuning cannot tell them apart.
 CUES = {
-    "pleasant": ("good", "great", "happy", "lovely", "nice", "kind", "warm", "fine", "joy", "love"),
-    "unpleasant": ("bad", "awful", "sad", "ugly", "nasty", "cruel", "cold", "poor", "pain", "hate"),
+    "code": ("module", "function", "argument", "class", "method", "test", "exception", "thread", "command", "process"),
+    "data": ("object", "string", "value", "list", "file", "number", "name", "bytes", "path", "text"),
 }
-MOODS = {name: words[:5] for name, words in CUES.items()}
-
-
-def _around(rng: random.Random, word: str) -> str:
-    words = rng.choices(FILLER, k=rng.randint(5, 9))
-    words.insert(rng.randint(0, len(words)), word)
-    return " ".join(words)
+TOPICS = {name: words[:5] for name, words in CUES.items()}
 
 
 def classification_example(rng: random.Random) -> dict:
     label = rng.choice(sorted(CUES))
-    return {"text": _around(rng, rng.choice(CUES[label])), "label": label}
+    words = rng.choices(FILLER, k=rng.randint(3, 6))
+    for cue in rng.sample(CUES[label], 3):
+        words.insert(rng.randint(0, len(words)), cue)
+    return {"text": " ".join(words), "label": label}
 
 
 def multiple_choice_example(rng: random.Random) -> dict:
-    mood, other = rng.sample(sorted(MOODS), 2)
-    choices = [rng.choice(MOODS[mood])] + rng.sample(MOODS[other], 3)
+    topic, other = rng.sample(sorted(TOPICS), 2)
+    choices = [rng.choice(TOPICS[topic])] + rng.sample(TOPICS[other], 3)
     rng.shuffle(choices)
-    right = next(i for i, c in enumerate(choices) if c in MOODS[mood])
-    return {"context": " ".join(rng.sample(MOODS[mood], 3)), "choices": choices, "label": right}
+    right = next(i for i, c in enumerate(choices) if c in TOPICS[topic])
+    return {"context": " ".join(rng.sample(TOPICS[topic], 3)), "choices": choices, "label": right}
 
 
 GENERATORS = {"classification": (classification_example, "text"), "multiple_choice": (multiple_choice_example, "context")}

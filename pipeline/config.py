@@ -137,9 +137,9 @@ class CrawlConfig:
     delay_jitter: Annotated[float, NonNegative] = 0.5
     # robots.txt Crawl-delay is honoured up to this many seconds.
     max_crawl_delay_s: Annotated[float, NonNegative] = 10.0
-    # Hosts crawled concurrently by one task. Politeness caps each host near one request per 1.35 s, so this
-    # sets a task's top speed (1024 hosts of 4 pages: ~745 pages/s); 2 tasks of 1024 measured 926-949 pages/s
-    # in benchmarks/crawl.py, of 512 207-625. Bodies held: up to this x page size (peak RSS ~270 MB a task).
+    # Hosts crawled concurrently by one task. Politeness caps each host near one request per
+    # per_host_delay_s x (1 + delay_jitter / 2) plus its response time, so this sets a task's top speed
+    # (benchmarks/crawl.py measures it). Bodies held: up to this x page size.
     hosts_in_flight: Annotated[int, AtLeastOne] = 1024
     # Seconds to establish a TCP (and TLS) connection.
     connect_timeout_s: Annotated[float, Positive] = 10.0

@@ -3,7 +3,7 @@
 The server (tests/hostile_server.py) is real and listens on several 127.0.0.N addresses, one "host" each.
 Tests that fetch from it set allow_private_networks; one shows the default config refuses loopback. No
 traffic leaves 127.0.0.0/8: the only names used are `localhost` and one under `.invalid`, both answered by
-pipeline/netsafe.py without a DNS query.
+pipeline/crawl/netsafe.py without a DNS query.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from hostile_server import JAPANESE, RUSSIAN, HostileServer, page_bytes
-from pipeline import crawl, netsafe, robots, storage
+from pipeline import crawl, storage
+from pipeline.crawl import netsafe, robots
 from pipeline.config import Config, CrawlConfig
 from pipeline.runner import open_run
 from upstream import commit_as_upstream

@@ -126,7 +126,58 @@ class RedditConfig:
 
 
 @dataclass
+class ArchiveConfig:
+    # CDX endpoint asked for the captures of a URL: a pywb collection's (http://HOST/COLL/cdx), Common Crawl's
+    # index server (https://index.commoncrawl.org/CC-MAIN-2016-50-index) or the Wayback Machine's
+    # (https://web.archive.org/cdx/search/cdx).
+    cdx_url: str = ""
+    # Its answer format: "pywb" (pywb and Common Crawl: output=json, one JSON object per line) or "wayback"
+    # (the Wayback Machine's CDX server: output=json, an array of rows after a header row).
+    dialect: Literal["pywb", "wayback"] = "pywb"
+    # Raw captures as replay URLs {replay_url}{timestamp}id_/{url} (pywb: http://HOST/COLL/, Wayback:
+    # https://web.archive.org/web/). Set this or warc_url.
+    replay_url: str = ""
+    # Raw captures as byte ranges of {warc_url}{filename} from the CDX row's filename, offset and length (Common
+    # Crawl: https://data.commoncrawl.org/). Relative to cdx_url when it has no host. Set this or replay_url.
+    warc_url: str = ""
+    # Captures farther than this from the submission's created_utc are not used.
+    max_distance_days: Annotated[float, NonNegative] = 365.0
+    # Captures asked of the CDX per URL, closest to the submission time first.
+    max_captures: Annotated[int, AtLeastOne] = 25
+    # Requests in flight at once to one archive host, per crawl task (the archive sees up to tasks x this).
+    concurrency: Annotated[int, AtLeastOne] = 4
+    # Minimum seconds between two requests to one archive host, per crawl task: after the previous one's
+    # start and its end.
+    delay_s: Annotated[float, NonNegative] = 0.25
+    # Retries after a connection error, 408, 429 or 5xx from an archive host; the first backoff in seconds
+    # (doubles each retry, jittered); Retry-After is honoured up to max_retry_after_s, a longer one gives up.
+    max_retries: Annotated[int, NonNegative] = 5
+    backoff_base_s: Annotated[float, NonNegative] = 2.0
+    max_retry_after_s: Annotated[float, NonNegative] = 300.0
+
+    def check(self) -> None:
+        if self.cdx_url and bool(self.replay_url) == bool(self.warc_url):
+            raise ConfigError(f"crawl.archive.cdx_url={self.cdx_url!r} needs exactly one of crawl.archive.replay_url "
+                              f"(replay id_ URLs) and crawl.archive.warc_url (WARC byte ranges)")
+        if self.warc_url and self.dialect == "wayback":
+            raise ConfigError("crawl.archive.warc_url needs dialect \"pywb\": the Wayback CDX server gives no "
+                              "filename, offset and length; use crawl.archive.replay_url with it")
+
+
+@dataclass
+class HostOverride:
+    # Minimum seconds between two requests to this host, instead of crawl.per_host_delay_s.
+    delay_s: Annotated[float, NonNegative]
+    # Keep delay_s even when the host's robots.txt asks for a longer Crawl-delay.
+    force: bool = False
+
+
+@dataclass
 class CrawlConfig:
+    # Where pages come from: "live" (the web as it is now), "archive" (the capture nearest the submission
+    # time, from crawl.archive) or "live_then_archive" (live; the archive when the live fetch finds no host,
+    # no connection, no robots.txt answer, 404 or 410).
+    source: Literal["live", "archive", "live_then_archive"] = "live"
     # User-Agent sent with every request and matched against robots.txt rules.
     user_agent: str = "webtext-crawler/0.1 (+https://github.com/webtext/webtext)"
     # Requests in flight at once to one host.
@@ -167,6 +218,17 @@ class CrawlConfig:
     robots_max_bytes: Annotated[int, AtLeastOne] = 500_000
     # Content types accepted (after sniffing).
     content_types: list[str] = field(default_factory=lambda: ["text/html", "application/xhtml+xml"])
+    # Per-host politeness instead of per_host_delay_s, e.g. {"news.bbc.co.uk" = {delay_s = 0.25}}; a
+    # robots.txt Crawl-delay still wins unless force = true. `webtext crawl --plan` shows what they change.
+    host_overrides: dict[str, HostOverride] = field(default_factory=dict)
+    # The web archive: its CDX index, how captures are fetched, and its own politeness ([crawl.archive]).
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+
+    def check(self) -> None:
+        if self.source != "live" and not self.archive.cdx_url:
+            raise ConfigError(f"crawl.source={self.source!r} needs crawl.archive.cdx_url (and replay_url or "
+                              f"warc_url); see the README's archive section")
+        self.archive.check()
 
 
 @dataclass
@@ -357,6 +419,14 @@ def _check_value(value, expected, where: str):
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
+    if dataclasses.is_dataclass(expected):
+        return _check_table(value, expected, where)
+    if origin is dict:
+        key_type, item_type = typing.get_args(expected)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_check_value(k, key_type, f"{where} key {k!r}"): _check_value(v, item_type, f"{where}[{k!r}]")
+                for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list):
@@ -369,14 +439,42 @@ def _check_value(value, expected, where: str):
     return value
 
 
+def _check_table(value, table_type: type, where: str):
+    """A nested table (a dataclass): an instance is checked field by field, a dict is built into one."""
+    hints = typing.get_type_hints(table_type, include_extras=True)
+    if isinstance(value, table_type):
+        for key, hint in hints.items():
+            _check_value(getattr(value, key), hint, f"{where}.{key}")
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    unknown = [key for key in value if key not in hints]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; it has: {', '.join(hints)}")
+    required = [f.name for f in dataclasses.fields(table_type)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ConfigError(f"{where}: {missing[0]} is required")
+    return table_type(**{key: _check_value(v, hints[key], f"{where}.{key}") for key, v in value.items()})
+
+
 def _apply(config: Config, section: str, key: str, value, source: str) -> None:
+    """Set `section.key` (a dotted key reaches into a nested table: crawl.archive.cdx_url), checked."""
     where = f"{source}: {section}.{key}"
     if section not in _SECTION_TYPES:
         raise ConfigError(f"{source}: unknown section [{section}]; known: {', '.join(_SECTION_TYPES)}")
-    hints = typing.get_type_hints(_SECTION_TYPES[section], include_extras=True)
-    if key not in hints:
-        raise ConfigError(f"{where}: unknown key; [{section}] has: {', '.join(hints)}")
-    setattr(getattr(config, section), key, _check_value(value, hints[key], where))
+    target, table_type, table = getattr(config, section), _SECTION_TYPES[section], section
+    *parents, name = key.split(".")
+    for part in parents:
+        hint = typing.get_type_hints(table_type, include_extras=True).get(part)
+        if hint is None or not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{where}: [{table}] has no table {part!r}")
+        target, table_type, table = getattr(target, part), hint, f"{table}.{part}"
+    hints = typing.get_type_hints(table_type, include_extras=True)
+    if name not in hints:
+        raise ConfigError(f"{where}: unknown key; [{table}] has: {', '.join(hints)}")
+    setattr(target, name, _check_value(value, hints[name], where))
 
 
 _SECTION_TYPES = {f.name: f.default_factory for f in dataclasses.fields(Config)}
@@ -439,15 +537,25 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)
+    if dataclasses.is_dataclass(value):
+        return _toml_value(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def _toml_table(name: str, values) -> list[str]:
+    """`[name]` with its keys, then its nested tables as `[name.key]` (TOML puts keys before subtables)."""
+    lines, nested = [f"[{name}]"], []
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if dataclasses.is_dataclass(value):
+            nested += _toml_table(f"{name}.{f.name}", value)
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return lines + [""] + nested
 
 
 def dump_config(config: Config) -> str:
     """The whole configuration as TOML that load_config reads back to an equal Config."""
-    lines = []
-    for section in _SECTION_TYPES:
-        lines.append(f"[{section}]")
-        for key, value in dataclasses.asdict(getattr(config, section)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(line for section in _SECTION_TYPES for line in _toml_table(section, getattr(config, section)))

@@ -52,6 +52,14 @@ REASONS: dict[str, tuple[str, str]] = {
     "empty_body": ("crawl", "200 with no bytes"),
     "host_given_up": ("crawl", "the host failed `crawl.host_max_failures` URLs in a row"),
     "internal_error": ("crawl", "a bug: the URL and traceback are printed on stderr"),
+    "submission_time_missing": ("crawl", "an archive fetch needs the URL's `created_utc`, and it has none"),
+    "archive_no_capture": ("crawl", "the archive has no capture within `crawl.archive.max_distance_days` of the "
+                                    "submission"),
+    "archive_bad_capture": ("crawl", "the archive's captures in that window are none a 200 HTML page"),
+    "archive_unavailable": ("crawl", "the archive's CDX or replay failed or could not be reached (after retries)"),
+    "archive_truncated": ("crawl", "the archived record fetched is shorter than its index or headers say"),
+    "archive_record_invalid": ("crawl", "the index's filename, offset and length do not give one WARC response "
+                                        "record"),
     # extract: pages -> documents
     "warc_unreadable": ("extract", "the crawl log points at no readable WARC response record"),
     "binary": ("extract", "the body is not text in any charset"),

@@ -179,7 +179,8 @@ def run_stage(ctx: RunContext, name: str, **options) -> dict:
     if not stage.enabled(ctx.config):
         print(f"[{name}] {stage.enabled_by} is false: skipped", file=sys.stderr)
         return write_stats(ctx, stage.folder, {"enabled": False})
-    ctx.path(stage.folder, "stats.json").unlink(missing_ok=True)
+    if not any(options.get(o.dest) for o in stage.options if o.read_only):
+        ctx.path(stage.folder, "stats.json").unlink(missing_ok=True)
     return stage.function()(ctx, **options)
 
 

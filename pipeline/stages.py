@@ -31,6 +31,7 @@ class Option:
 
     flags: tuple[str, ...]
     kwargs: dict
+    read_only: bool = False  # when given, the command only reads the run: the stage's completion record stays
 
     @property
     def dest(self) -> str:
@@ -69,12 +70,15 @@ def _load(target: str):
 
 
 INPUT = Option(("--input",), dict(dest="inputs", nargs="+", required=True, help="dump files, directories or globs"))
+PLAN = Option(("--plan",), dict(action="store_true", help="print the projected makespan and the hosts that bound it; "
+                                "crawl nothing"), read_only=True)
 
 STAGES = (
     Stage("reddit", "urls", ("reddit",), (), "pipeline.reddit:run",
           "Pushshift dumps -> candidate URLs with karma >= 3", options=(INPUT,)),
     Stage("crawl", "crawl", ("crawl",), ("reddit",), "pipeline.crawl:run",
-          "fetch every URL politely into WARC files and a crawl log"),
+          "fetch every URL politely into WARC files and a crawl log", options=(PLAN,),
+          report="pipeline.crawl.stage:report_section"),
     Stage("extract", "docs", ("extract",), ("crawl", "reddit"), "pipeline.extract:run",
           "WARC -> main text, language and quality filters -> documents", dataset="docs"),
     Stage("dedup", "dedup", ("dedup",), ("extract",), "pipeline.dedup:run",

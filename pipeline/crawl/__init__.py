@@ -1,6 +1,7 @@
 """Crawl stage: fetch every URL of urls/ politely and safely, store HTML pages as WARC, log every outcome.
 
     webtext crawl --run-dir runs/x [--set crawl.per_host_delay_s=2]
+    webtext crawl --run-dir runs/x --plan      # the projected makespan and the hosts that bound it
 
 Input `urls/part-NNNNN.parquet` (reddit stage; partitions are host-disjoint, so all politeness state of a
 host lives in one task and needs no coordination). Crawl partition i = urls partition i, one Ray task each,
@@ -17,7 +18,16 @@ running one asyncio crawler. Outputs:
   Python codec name, set for "ok" rows), bytes (int64, decoded body bytes read), elapsed_ms (int64, time in
   requests for this URL, all hops and retries, not counting politeness waits), retries (int32),
   warc_file (str relative to the run dir, or null), warc_offset (int64 offset of the response record's gzip
-  member, or null), fetched_at (str, ISO-8601 UTC time the outcome was decided).
+  member, or null), fetched_at (str, ISO-8601 UTC time the outcome was decided), source (str: "live" or
+  "archive", the one that decided the row), capture_time (str or null: ISO-8601 UTC time of the archived
+  capture), archive_url (str or null: the replay URL, or the WARC file URL with `#bytes=START-END`, the page
+  came from), live_reason (str or null: the live outcome when live_then_archive then asked the archive).
+
+Sources (crawl.source): "live" (the default) fetches the web as it is now; "archive" fetches every URL from
+a web archive, the capture nearest its submission's created_utc (pipeline/crawl/archive.py);
+"live_then_archive" fetches live and asks the archive for URLs whose live fetch found no host, no
+connection or robots.txt answer, a 404 or a 410, or whose host was given up. An archived page in the WARC
+keeps its capture's URL and time (a Common Crawl record is copied as it is).
 
 Reasons (every one but "ok" is a drop key in the commit counts; pipeline/reasons.py holds the vocabulary):
   ok                  200, HTML or XHTML (declared or sniffed), non-empty, within the size cap
@@ -41,6 +51,12 @@ Reasons (every one but "ok" is a drop key in the commit counts; pipeline/reasons
   empty_body          200 with no bytes
   host_given_up       the host failed host_max_failures URLs in a row; its remaining URLs are not tried
   internal_error      a bug in this package; the URL and traceback are printed on stderr
+  submission_time_missing   an archive fetch needs the URL's created_utc, and it has none
+  archive_no_capture  no capture within crawl.archive.max_distance_days of the submission
+  archive_bad_capture the captures in that window are none a 200 HTML page (redirects, errors, other types)
+  archive_unavailable the archive's CDX or replay failed or could not be reached (after retries)
+  archive_truncated   the archived record is shorter than its index or its headers say
+  archive_record_invalid    the index's filename, offset and length do not give one WARC response record
 
 The package, in the order a request meets it:
   checks.py      URL checks, redirect targets, Retry-After          sniff.py     content types
@@ -48,24 +64,28 @@ The package, in the order a request meets it:
   netsafe.py     the address rules on every socket (SSRF)            robots.py    robots.txt rules (RFC 9309)
   fetcher.py     one URL: requests, deadlines, retries, redirects    warc.py      the WARC file
   crawler.py     one partition: hosts in flight, host give-up        stage.py     the Ray stage
-  log.py         the log schema and the runner's counts
+  log.py         the log schema and the runner's counts             archive.py   CDX, replay, WARC ranges
+  plan.py        the makespan plan (webtext crawl --plan)
 Charsets come from pipeline/charsets.py (shared with extract). benchmarks/crawl.py measures the stage.
 """
 
 from pipeline.charsets import codec_name, detect_charset
+from pipeline.crawl.archive import Archive, CdxCache, choose_capture, parse_cdx
 from pipeline.crawl.checks import check_url, parse_url, redirect_target, retry_after_seconds
 from pipeline.crawl.crawler import Crawler, crawl_urls
 from pipeline.crawl.decode import BodyDecoder
 from pipeline.crawl.fetcher import Fetcher, Response
 from pipeline.crawl.log import LOG_SCHEMA, FetchError, LogRow, log_table, outcome_counts
+from pipeline.crawl.plan import crawl_plan, plan_lines
 from pipeline.crawl.politeness import HostGate
 from pipeline.crawl.sniff import effective_type, parse_content_type, sniff_type
-from pipeline.crawl.stage import crawl_partition, run
+from pipeline.crawl.stage import crawl_partition, plan_for, report_section, run
 from pipeline.crawl.warc import WarcFile
 
 __all__ = [
-    "LOG_SCHEMA", "BodyDecoder", "Crawler", "FetchError", "Fetcher", "HostGate", "LogRow", "Response", "WarcFile",
-    "check_url", "codec_name", "crawl_partition", "crawl_urls", "detect_charset", "effective_type", "log_table",
-    "outcome_counts", "parse_content_type", "parse_url", "redirect_target", "retry_after_seconds", "run",
-    "sniff_type",
+    "LOG_SCHEMA", "Archive", "BodyDecoder", "CdxCache", "Crawler", "FetchError", "Fetcher", "HostGate", "LogRow",
+    "Response", "WarcFile", "check_url", "choose_capture", "codec_name", "crawl_partition", "crawl_plan",
+    "crawl_urls", "detect_charset", "effective_type", "log_table", "outcome_counts", "parse_cdx",
+    "parse_content_type", "parse_url", "plan_for", "plan_lines", "redirect_target", "report_section",
+    "retry_after_seconds", "run", "sniff_type",
 ]

@@ -255,15 +255,22 @@ class Fetcher:
 
     def page_outcome(self, row: LogRow, response: Response) -> tuple[LogRow, Response | None]:
         """The outcome of a 200: the type and charset checks; the response comes back when the page is kept."""
-        declared, declared_charset = parse_content_type(response.headers.get("Content-Type"))
-        row.bytes = len(response.body)
-        row.content_type = declared or None
         if response.rejected:
+            declared, _ = parse_content_type(response.headers.get("Content-Type"))
+            row.bytes, row.content_type = len(response.body), declared or None
             return finish(row, response.rejected), None
-        if not response.body:
-            return finish(row, "empty_body"), None
-        row.content_type = effective_type(declared, response.body, self.config.content_types)
+        row, kept = self.body_outcome(row, response.headers.get("Content-Type"), response.body)
+        return row, response if kept else None
+
+    def body_outcome(self, row: LogRow, content_type: str | None, body: bytes) -> tuple[LogRow, bool]:
+        """The type and charset checks of a 200's body under its Content-Type; True when the page is kept."""
+        declared, declared_charset = parse_content_type(content_type)
+        row.bytes = len(body)
+        row.content_type = declared or None
+        if not body:
+            return finish(row, "empty_body"), False
+        row.content_type = effective_type(declared, body, self.config.content_types)
         if row.content_type not in self.config.content_types:
-            return finish(row, "unsupported_type"), None
-        row.charset = detect_charset(declared_charset, response.body)
-        return finish(row, "ok"), response
+            return finish(row, "unsupported_type"), False
+        row.charset = detect_charset(declared_charset, body)
+        return finish(row, "ok"), True

@@ -25,6 +25,10 @@ LOG_SCHEMA = pa.schema([
     ("warc_file", pa.string()),
     ("warc_offset", pa.int64()),
     ("fetched_at", pa.string()),
+    ("source", pa.string()),
+    ("capture_time", pa.string()),
+    ("archive_url", pa.string()),
+    ("live_reason", pa.string()),
 ])
 
 
@@ -50,6 +54,10 @@ class LogRow:
     warc_file: str | None = None
     warc_offset: int | None = None
     fetched_at: str = ""
+    source: str = "live"
+    capture_time: str | None = None
+    archive_url: str | None = None
+    live_reason: str | None = None
     elapsed_s: float = field(default=0.0, repr=False)
 
 

@@ -8,6 +8,10 @@ Content-Length) and Content-Length is the decoded length, so any WARC reader get
 unchanged. Records are assembled here (the HTTP header blocks as warcio's StatusAndHeaders writes them) and
 each is compressed as one gzip member in one call with ISA-L, so any gzip reader (warcio, zlib) reads them;
 `write_page` returns the offset of the response record's gzip member, which the crawl log keeps.
+
+Pages from a web archive: a replayed page is written the same way, with the URL and time it was captured as
+WARC-Target-URI and WARC-Date and the replay URL as `WARC-Webtext-Archive-URI`; a record fetched by byte
+range from a WARC file (Common Crawl) is copied as it came, its own gzip member, headers and dates.
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ def record_id() -> str:
     return f"<urn:uuid:{uuid.uuid4()}>"
 
 
-def warc_record(fields: list[tuple[str, str]], block: list[bytes]) -> bytes:
-    """One WARC/1.1 record, uncompressed: `fields`, then WARC-Date and Content-Length, then the block."""
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # microseconds, as warcio writes 1.1
+def warc_record(fields: list[tuple[str, str]], block: list[bytes], date: str = "") -> bytes:
+    """One WARC/1.1 record, uncompressed: `fields`, then WARC-Date (now unless given) and Content-Length, then
+    the block."""
+    date = date or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # microseconds, as warcio does
     head = "".join(f"{name}: {value}\r\n" for name, value in fields)
     length = sum(len(part) for part in block)
     return b"".join([f"WARC/1.1\r\n{head}WARC-Date: {date}\r\nContent-Length: {length}\r\n\r\n".encode(),
@@ -76,9 +81,11 @@ class WarcFile:
         self.out.write(isal_zlib.compress(record, WARC_GZIP_LEVEL, 16 + isal_zlib.MAX_WBITS))
         return offset
 
-    def write_page(self, source_url: str, response) -> int:
+    def write_page(self, source_url: str, response, target_uri: str = "", date: str = "",
+                   archive_uri: str = "") -> int:
         """Write the response and request records of a fetched page (a fetcher Response); return the response
-        record's offset."""
+        record's offset. A page replayed from an archive gives the URL and time it was captured
+        (`target_uri`, `date`) and the replay URL it was fetched from (`archive_uri`)."""
         headers = []
         for name, value in response.raw_headers:
             name = name.decode("latin-1")
@@ -87,17 +94,25 @@ class WarcFile:
             headers.append((name, value.decode("latin-1")))
         headers.append(("Content-Length", str(len(response.body))))
         head = http_head(f"{response.status} {response.status_text}", headers, protocol=response.protocol)
-        response_id = record_id()
+        response_id, target_uri = record_id(), target_uri or response.url
+        provenance = [("WARC-Webtext-Archive-URI", archive_uri)] if archive_uri else []
         offset = self._append(warc_record([
-            ("WARC-Type", "response"), ("WARC-Record-ID", response_id), ("WARC-Target-URI", response.url),
-            ("WARC-Webtext-Source-URI", source_url), ("Content-Type", "application/http; msgtype=response"),
+            ("WARC-Type", "response"), ("WARC-Record-ID", response_id), ("WARC-Target-URI", target_uri),
+            ("WARC-Webtext-Source-URI", source_url), *provenance,
+            ("Content-Type", "application/http; msgtype=response"),
             ("WARC-Payload-Digest", sha1_digest(response.body)),
-            ("WARC-Block-Digest", sha1_digest(head, response.body))], [head, response.body]))
+            ("WARC-Block-Digest", sha1_digest(head, response.body))], [head, response.body], date))
         request = http_head(f"GET {response.request_target} HTTP/1.1", list(response.request_headers.items()),
                             request=True)
         self._append(warc_record([
-            ("WARC-Type", "request"), ("WARC-Record-ID", record_id()), ("WARC-Target-URI", response.url),
+            ("WARC-Type", "request"), ("WARC-Record-ID", record_id()), ("WARC-Target-URI", target_uri),
             ("WARC-Concurrent-To", response_id),
             ("Content-Type", "application/http; msgtype=request"), ("WARC-Payload-Digest", EMPTY_DIGEST),
-            ("WARC-Block-Digest", sha1_digest(request))], [request]))
+            ("WARC-Block-Digest", sha1_digest(request))], [request], date))
+        return offset
+
+    def copy_record(self, member: bytes) -> int:
+        """Append a gzip member holding one WARC record (from a Common Crawl file) unchanged; return its offset."""
+        offset = self.out.tell()
+        self.out.write(member)
         return offset

@@ -20,8 +20,8 @@ running one asyncio crawler. Outputs:
   warc_file (str relative to the run dir, or null), warc_offset (int64 offset of the response record's gzip
   member, or null), fetched_at (str, ISO-8601 UTC time the outcome was decided), source (str: "live" or
   "archive", the one that decided the row), capture_time (str or null: ISO-8601 UTC time of the archived
-  capture), archive_url (str or null: the replay URL, or the WARC file URL with `#bytes=START-END`, the page
-  came from), live_reason (str or null: the live outcome when live_then_archive then asked the archive).
+  capture), archive_url (str or null: the chosen capture's replay URL, or its WARC file URL with
+  `#bytes=START-END`), live_reason (str or null: the live outcome when live_then_archive then asked the archive).
 
 Sources (crawl.source): "live" (the default) fetches the web as it is now; "archive" fetches every URL from
 a web archive, the capture nearest its submission's created_utc (pipeline/crawl/archive.py);

@@ -284,10 +284,12 @@ class Archive:
         return attempt
 
     @staticmethod
-    def _failure(reason: str) -> str:
-        if reason in UNAVAILABLE:
-            return "archive_unavailable"
-        return "archive_truncated" if reason == "truncated_body" else reason
+    def _failure(error) -> str:
+        """The row's reason for a failed archive request: a body cut short, or stalled after its headers (pywb
+        waits forever on a truncated record), is archive_truncated; no answer is archive_unavailable."""
+        if error.reason == "truncated_body" or (error.reason == "fetch_timeout" and error.mid_body):
+            return "archive_truncated"
+        return "archive_unavailable" if error.reason in UNAVAILABLE else error.reason
 
     async def captures(self, url: str, when: datetime, row: LogRow) -> list[Capture] | str:
         """The CDX's captures of `url` near `when` (from the cache when it has the answer), or a reason."""
@@ -298,7 +300,7 @@ class Archive:
             self.counts["cdx_requests"] += 1
             attempt = await self._get(query, self.cdx, row)
             if attempt.error is not None:
-                return self._failure(attempt.error.reason)
+                return self._failure(attempt.error)
             status = attempt.response.status
             if status not in (200, 404):
                 return "archive_unavailable"
@@ -336,6 +338,7 @@ class Archive:
             chosen = choose_capture(chosen, when, a.max_distance_days, self.config.content_types)
         if isinstance(chosen, str):
             return finish(row, chosen), None
+        row.archive_url = replay_url(a.replay_url, chosen.timestamp, row.url)
         outcome = await self._replay(row, chosen.timestamp, when, exact=True)
         if outcome is None:  # the CDX called it a 200 HTML capture, the replay did not
             return finish(row, "archive_bad_capture"), None
@@ -351,7 +354,7 @@ class Archive:
             self.counts["replay_requests"] += 1
             attempt = await self._get(current, self.fetcher.page, row)
             if attempt.error is not None:
-                return finish(row, self._failure(attempt.error.reason)), None
+                return finish(row, self._failure(attempt.error)), None
             response = attempt.response
             captured = memento_time(response)
             if captured is None:  # not a capture: the archive's own answer
@@ -375,7 +378,8 @@ class Archive:
                 return (finish(row, "archive_bad_capture"), None) if exact else None
             original = ORIGINAL_LINK.search(response.headers.get("Link", ""))
             row.final_url = original.group(1) if original else row.url
-            row.status, row.capture_time, row.archive_url = 200, iso(captured), current
+            exact_url = replay_url(self.settings.replay_url, timestamp_of(captured), row.url)
+            row.status, row.capture_time, row.archive_url = 200, iso(captured), exact_url
             decided, kept = self.fetcher.page_outcome(row, response)
             if kept is not None:
                 return decided, Stored(response=kept, target_uri=row.final_url, date=iso(captured))
@@ -404,7 +408,7 @@ class Archive:
         attempt = await self._get(file_url, want, row, {"Range": f"bytes={chosen.offset}-{end}",
                                                         "Accept-Encoding": "identity"})
         if attempt.error is not None:
-            return finish(row, self._failure(attempt.error.reason)), None
+            return finish(row, self._failure(attempt.error)), None
         response = attempt.response
         if response.status != 206:
             return finish(row, "archive_unavailable"), None

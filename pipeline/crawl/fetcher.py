@@ -158,7 +158,7 @@ class Fetcher:
         except aiohttp.ConnectionTimeoutError as err:
             raise FetchError("connect_timeout", retryable=True) from err
         except TimeoutError as err:
-            raise FetchError("fetch_timeout") from err
+            raise FetchError("fetch_timeout", mid_body=got_headers) from err
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
                 ConnectionError) as err:
             raise FetchError("truncated_body" if got_headers else "connect_error", retryable=True) from err

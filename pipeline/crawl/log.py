@@ -35,9 +35,9 @@ LOG_SCHEMA = pa.schema([
 class FetchError(Exception):
     """A request that produced no usable response; `reason` is the log reason."""
 
-    def __init__(self, reason: str, retryable: bool = False, status: int = 0):
+    def __init__(self, reason: str, retryable: bool = False, mid_body: bool = False):
         super().__init__(reason)
-        self.reason, self.retryable, self.status = reason, retryable, status
+        self.reason, self.retryable, self.mid_body = reason, retryable, mid_body  # mid_body: after the headers
 
 
 @dataclass

@@ -154,5 +154,7 @@ def plan_lines(plan: dict) -> list[str]:
                      f"host_overrides {{\"{h['host']}\" = {{delay_s = {h['suggested_delay_s']:g}}}}} -> makespan "
                      f"{_duration(h['makespan_with_suggestion_s'])} (the rest alone: {_duration(h['makespan_without_s'])})")
     if not plan["bounding_hosts"] and plan["source"] != "archive":
-        lines.append("no host takes half the makespan: the crawl is bounded by hosts_in_flight and the task count")
+        limit = (f"{plan['tasks_at_once']} tasks at once for {plan['partitions']} partitions"
+                 if plan["tasks_at_once"] < plan["partitions"] else f"hosts_in_flight = {plan['hosts_in_flight']}")
+        lines.append(f"no single host bounds it: {limit} does")
     return lines

@@ -10,7 +10,12 @@
 - `truth.jsonl`: one row per linked URL: url (normalized, as the urls stage writes it), kind, title,
   text (the article's true text, "" for pages without one), language, dup_group (pages sharing a
   group are exact or near duplicates of each other), expected (the crawl/extract outcome a correct
-  pipeline gives: "doc", or the reason it is not a document).
+  pipeline gives: "doc", or the reason it is not a document);
+- `archive/`: the dry-run web archive, `devweb.warc.gz` and its CDX rows `index.jsonl`: captures of the
+  "archived" pages (dead live: the server answers 404), each taken ARCHIVE_LEAD_DAYS before its
+  submission. `serving` serves it Common-Crawl-style (pipeline/devarchive.py: /cdx and /warcs/<file> with
+  byte ranges) on ARCHIVE_HOST at the same port, so `crawl.source = "live_then_archive"` (the dry-run
+  config) fetches those dead links from it.
 
 Hosts are 127.0.0.2 .. 127.0.0.(1 + hosts), all on one port, so the crawl sees many distinct hosts and
 its per-host politeness is exercised. Article prose is the standard library's own documentation
@@ -22,7 +27,7 @@ footer around the article), near_dup (an article with a few words changed, in an
 another host), exact_dup (the same article text, another template), redirect (301 to an article),
 non_english, junk (link farms, keyword lists, too-short stubs), robots_disallowed, slow (answers after
 `slow_seconds`), error_500, not_found, reset (connection closed mid-body), huge (a body past the dry
-run's size cap), pdf (a non-HTML content type).
+run's size cap), pdf (a non-HTML content type), archived (an article only the archive holds).
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ FOREIGN = {
 }
 
 TEMPLATES = ("magazine", "blog", "portal")
+ARCHIVED_PAGES = 3  # dead links the dry-run archive holds
+ARCHIVE_LEAD_DAYS = 5  # an archived page was captured this long before its submission
+ARCHIVE_HOST = "127.0.2.1"  # where the dry-run archive listens (devweb.port), outside 127.0.0.2-251
 SITE_NAMES = ["Daily Ledger", "Tech Review", "City Herald", "Open Notes", "The Courier", "Field Report"]
 
 
@@ -311,6 +319,25 @@ def _broken_pages(rng: random.Random, hosts: list[str], pages: list[Page], confi
     ]
 
 
+def archived_pages(config: DevwebConfig) -> list[Page]:
+    """Articles that are dead live (the server answers 404) but held by the dry-run archive, from the prose
+    the live articles left unused."""
+    rng = random.Random(config.seed)
+    hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
+    pool = prose_paragraphs()
+    rng.shuffle(pool)  # the shuffle plan_pages makes: its articles take the first paragraphs
+    unused = pool[min(config.num_articles, len(pool) // 5) * 5:]
+    rng = random.Random(config.seed + 2)
+    pages = []
+    for i in range(min(ARCHIVED_PAGES, len(unused) // 5)):
+        paragraphs = unused[i * 5:(i + 1) * 5]
+        title, template = _title(paragraphs), TEMPLATES[i % 3]
+        body = article_html(rng, title, paragraphs, SITE_NAMES[i % len(SITE_NAMES)], template)
+        pages.append(Page(host=hosts[i % len(hosts)], path=f"/{template}/archived-{i:02d}.html", kind="archived",
+                          body=body, title=title, text="\n".join(paragraphs), score=rng.randrange(3, 400)))
+    return pages
+
+
 def _submission(rng: random.Random, i: int, url: str, score: int, **extra) -> dict:
     record = {"id": f"dw{i:05d}", "subreddit": rng.choice(["news", "technology", "science", "worldnews"]),
               "title": f"Submission {i}", "url": url, "score": score, "is_self": False, "over_18": False,
@@ -319,8 +346,9 @@ def _submission(rng: random.Random, i: int, url: str, score: int, **extra) -> di
     return record
 
 
-def dump_lines(rng: random.Random, pages: list[Page], port: int) -> list[bytes]:
-    """The Reddit dump: one submission per page, plus records every reddit-stage rule must drop."""
+def dump_lines(rng: random.Random, pages: list[Page], port: int, archived: list[Page] = ()) -> list[bytes]:
+    """The Reddit dump: one submission per page, plus records every reddit-stage rule must drop, then one per
+    archived page."""
     records = [_submission(rng, i, f"http://{p.host}:{port}{p.path}", p.score) for i, p in enumerate(pages)]
     n = len(records)
     first = f"http://{pages[0].host}:{port}{pages[0].path}"
@@ -334,6 +362,7 @@ def dump_lines(rng: random.Random, pages: list[Page], port: int) -> list[bytes]:
         _submission(rng, n + 6, "ftp://files.example.org/a.txt", 9),
         _submission(rng, n + 7, f"http://{pages[7].host}:{port}/deleted.html", 30, removed_by_category="deleted"),
     ]
+    records += [_submission(rng, n + 8 + i, f"http://{p.host}:{port}{p.path}", p.score) for i, p in enumerate(archived)]
     lines = [json.dumps(r, sort_keys=True).encode() for r in records]
     lines.insert(len(lines) // 2, b'{"id": "broken", "url": ')
     return lines
@@ -363,9 +392,38 @@ def build(out_dir: str | Path, port: int, config: DevwebConfig, reddit: RedditCo
             f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
                                 "language": page.language, "dup_group": page.dup_group,
                                 "expected": page.expected}, sort_keys=True) + "\n")
-    data = b"\n".join(dump_lines(rng, pages, port)) + b"\n"
+    archived = archived_pages(config)
+    lines = dump_lines(rng, pages, port, archived)
+    data = b"\n".join(lines) + b"\n"
     (out_dir / "RS_devweb.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    write_archive(out_dir / "archive", archived, lines, port)
+    with open(out_dir / "truth.jsonl", "a") as f:
+        for page in archived:
+            url, _ = normalize_url(f"http://{page.host}:{port}{page.path}", tracking)
+            f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
+                                "language": page.language, "dup_group": None, "expected": "doc"}, sort_keys=True) + "\n")
     return out_dir
+
+
+def write_archive(archive_dir: Path, archived: list[Page], lines: list[bytes], port: int) -> None:
+    """The dry-run archive: each archived page captured ARCHIVE_LEAD_DAYS before its submission, as WARC and a
+    CDX index (pipeline/devarchive.py serves them Common-Crawl-style on ARCHIVE_HOST)."""
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline import devarchive
+
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    submitted = {}
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            submitted[record["url"]] = record["created_utc"]
+    captures = []
+    for page in archived:
+        url = f"http://{page.host}:{port}{page.path}"
+        when = datetime.fromtimestamp(submitted[url], timezone.utc) - timedelta(days=ARCHIVE_LEAD_DAYS)
+        captures.append(devarchive.Capture(url, when, page.body))
+    devarchive.write_index(archive_dir, devarchive.write_warc(archive_dir / "devweb.warc.gz", captures))
 
 
 def free_port() -> int:
@@ -417,10 +475,19 @@ def serving(out_dir: str | Path):
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(_make_app(out_dir, site), access_log=None)
 
+    archive = None
+    if (out_dir / "archive" / "index.jsonl").exists():
+        from pipeline import devarchive
+
+        archive = web.AppRunner(devarchive.archive_app(out_dir / "archive"), access_log=None)
+
     async def start():
         await runner.setup()
         for host in site["hosts"]:
             await web.TCPSite(runner, host, site["port"]).start()
+        if archive is not None:
+            await archive.setup()
+            await web.TCPSite(archive, ARCHIVE_HOST, site["port"]).start()
 
     thread = threading.Thread(target=loop.run_forever, name="devweb", daemon=True)
     thread.start()
@@ -429,6 +496,8 @@ def serving(out_dir: str | Path):
         yield site
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        if archive is not None:
+            asyncio.run_coroutine_threadsafe(archive.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
 
@@ -481,6 +550,11 @@ def score_run(run_dir: Path, plots: Path):
                                    "expected_docs_found": found, "expected_docs": len(expected)}
         section.lines.append(f"extraction vs truth: F1 {f1:.3f} (precision {precision:.3f}, recall {recall:.3f}) "
                              f"over {len(pairs)} pages; {found}/{len(expected)} expected documents kept")
+    archived = {u for u, t in truth.items() if t["kind"] == "archived"}
+    if docs is not None and archived:
+        served = len(archived & {d["url"] for d in docs})
+        section.data["archive"] = {"dead_links": len(archived), "served_from_archive": served}
+        section.lines.append(f"dead links served from the archive: {served}/{len(archived)} kept as documents")
     clusters = read_rows(run_dir, "dedup/clusters.parquet", ["doc_id", "cluster_id"])
     if docs is not None and clusters is not None:
         cluster_of = {c["doc_id"]: c["cluster_id"] for c in clusters}

@@ -21,14 +21,15 @@ arithmetic is the crawler's own schedule (pipeline/crawl/crawler.py):
   (the CDX, then the range).
 
 `crawl_plan` returns plain data (below) and `plan_lines` the text `--plan` prints and the run report shows:
-URL count per host (top hosts), the projected makespan, the hosts that bound it (whose own time is at least
-half of it) and, for each, the delay_s override that would let it end with the rest and what the makespan
-would then be.
+URL count per host (top hosts), the projected makespan, the hosts that bound it (among the ten slowest, those
+without which the crawl would end sooner) and, for each, the largest delay_s override at which it no longer
+does (found by bisection on the schedule) and what the makespan would then be.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -66,15 +67,19 @@ def list_schedule(durations: list[float], slots: int) -> float:
     return max(free, default=0.0)
 
 
+def host_order(config: CrawlConfig, hosts: Counter, response_s: float) -> list[tuple[str, float]]:
+    """A partition's hosts in the crawler's order (most URLs first; ties keep first-seen order), with their times."""
+    order = sorted(hosts.items(), key=lambda item: -item[1])
+    return [(h, host_seconds(config, n, host_delay(config, h), response_s)) for h, n in order]
+
+
 def task_seconds(config: CrawlConfig, hosts: Counter, response_s: float) -> float:
     """One task's time: its hosts busiest first on hosts_in_flight slots (live), or its URLs to the archive."""
     if config.source == "archive":
         a = config.archive
         per_url = 1 if a.replay_url else 2
         return sum(hosts.values()) * per_url * (a.delay_s + response_s) / a.concurrency
-    order = sorted(hosts.items(), key=lambda item: -item[1])  # stable: ties keep first-seen order, as the crawler
-    durations = [host_seconds(config, n, host_delay(config, h), response_s) for h, n in order]
-    return list_schedule(durations, config.hosts_in_flight)
+    return list_schedule([seconds for _, seconds in host_order(config, hosts, response_s)], config.hosts_in_flight)
 
 
 def tasks_at_once(config: Config, partitions: int) -> int:
@@ -93,8 +98,35 @@ def with_overrides(config: Config, overrides: dict[str, HostOverride]) -> Config
     return replace(config, crawl=replace(config.crawl, host_overrides=overrides))
 
 
-def _without(partitions: list[Counter], host: str) -> list[Counter]:
-    return [Counter({h: n for h, n in hosts.items() if h != host}) for hosts in partitions]
+class WhatIf:
+    """The live makespan with one host's time changed: only that host's task is scheduled again."""
+
+    def __init__(self, config: Config, partitions: list[Counter], response_s: float):
+        self.config, self.response_s = config, response_s
+        self.orders = [host_order(config.crawl, hosts, response_s) for hosts in partitions]
+        self.where = {host: (p, i) for p, order in enumerate(self.orders) for i, (host, _) in enumerate(order)}
+        self.tasks = [list_schedule([s for _, s in order], config.crawl.hosts_in_flight) for order in self.orders]
+        self.slots = tasks_at_once(config, len(partitions))
+
+    def makespan(self, host: str, seconds: float) -> float:
+        p, i = self.where[host]
+        durations = [s for _, s in self.orders[p]]
+        durations[i] = seconds
+        tasks = list(self.tasks)
+        tasks[p] = list_schedule(durations, self.config.crawl.hosts_in_flight)
+        return list_schedule(tasks, self.slots)
+
+    def freeing_delay(self, load: HostLoad, rest: float) -> float:
+        """The largest delay_s (to the ms) at which `load`'s host no longer lengthens the crawl beyond `rest`."""
+        low, high = 0.0, load.delay_s
+        seconds = lambda delay: host_seconds(self.config.crawl, load.urls, delay, self.response_s)  # noqa: E731
+        for _ in range(20):
+            middle = (low + high) / 2
+            if self.makespan(load.host, seconds(middle)) <= rest * (1 + 1e-9):
+                low = middle
+            else:
+                high = middle
+        return math.floor(low * 1000) / 1000
 
 
 def crawl_plan(config: Config, partitions: list[Counter], response_s: float = DEFAULT_RESPONSE_S) -> dict:
@@ -117,18 +149,15 @@ def crawl_plan(config: Config, partitions: list[Counter], response_s: float = DE
         plan["makespan_without_overrides_s"] = makespan(with_overrides(config, {}), partitions, response_s)
     if c.source == "archive":
         return plan
-    for load in loads:  # a host bounds the crawl when the rest would end sooner without it
-        if load.seconds < total / 2 or len(plan["bounding_hosts"]) == TOP_HOSTS:
-            break
-        rest = makespan(config, _without(partitions, load.host), response_s)
-        if rest >= total:
+    what_if = WhatIf(config, partitions, response_s)
+    for load in loads[:TOP_HOSTS]:  # a host bounds the crawl when the crawl would end sooner without it
+        rest = what_if.makespan(load.host, 0.0)
+        if rest >= total * (1 - 1e-9):
             continue
-        # The delay at which this host takes as long as the rest: it then no longer bounds the crawl.
-        gap = rest * c.per_host_concurrency / (load.urls + 1) - response_s
-        delay = round(max(0.0, gap / (1 + c.delay_jitter / 2)), 3)
-        suggested = with_overrides(config, {**c.host_overrides, load.host: HostOverride(delay_s=delay)})
+        delay = what_if.freeing_delay(load, rest)
+        with_delay = what_if.makespan(load.host, host_seconds(c, load.urls, delay, response_s))
         plan["bounding_hosts"].append({**vars(load), "makespan_without_s": rest, "suggested_delay_s": delay,
-                                       "makespan_with_suggestion_s": makespan(suggested, partitions, response_s)})
+                                       "makespan_with_suggestion_s": with_delay})
     return plan
 
 

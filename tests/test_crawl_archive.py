@@ -300,3 +300,21 @@ def test_stage_logs_provenance_and_keeps_its_cdx_cache(web, common_crawl, tmp_pa
     by_url = {r["url"]: r for r in log.to_pylist()}
     assert by_url[w.dead]["capture_time"] == "2007-01-01T00:00:00Z" and by_url[w.dead]["source"] == "archive"
     assert len((ctx.run_dir / "crawl" / "cdx" / "part-00000.jsonl").read_text().splitlines()) == 3
+
+
+def test_dry_run_web_serves_its_dead_links_from_its_archive(devweb_site, tmp_path):
+    from pipeline.devweb import ARCHIVE_HOST
+
+    port = devweb_site["site"]["port"]
+    dead = sorted(t["url"] for t in devweb_site["truth"] if t["kind"] == "archived")
+    cfg = config({"cdx_url": f"http://{ARCHIVE_HOST}:{port}/cdx", "warc_url": "/warcs/"}, "live_then_archive")
+    warc = tmp_path / "dry.warc.gz"
+    with open(warc, "wb") as out:
+        # a submission time within the test config's 3000-day window of every capture
+        rows = asyncio.run(crawl_urls(dead, [u.split("/")[2].split(":")[0] for u in dead], cfg, out, "w.warc.gz",
+                                      times=[1800000000] * len(dead)))
+    assert len(dead) == 3 and [(r.reason, r.live_reason) for r in rows] == [("ok", "http_404")] * 3
+    truth = {t["url"]: t for t in devweb_site["truth"]}
+    for row in rows:
+        _, payload = record_at(warc, row.warc_offset)
+        assert truth[row.url]["text"].split("\n")[0][:60] in payload.decode()

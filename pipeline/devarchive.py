@@ -7,7 +7,7 @@
   `GET /cdx?url=U&output=json[&closest=TS&sort=closest][&from=TS&to=TS][&limit=N]` answers the captures of U
   (exact URL), closest first, one JSON object per line, or 404 with a JSON message when there is none (as
   index.commoncrawl.org does); `GET /warcs/<file>` serves the WARC files with byte ranges (`Range:`).
-- `pywb_bin()` and `serving_pywb(root, warcs, host, port)`: a real pywb (`wayback`) over a collection made
+- `pywb_bin()` and `serving_pywb(root, warcs, host, port)` (yields its base URL and pid): a real pywb (`wayback`) over a collection made
   from WARC files with `wb-manager`, started as a subprocess. pywb cannot share the project's environment
   (it pins versions of cryptography and Werkzeug and brings brotlipy, which replaces the brotli module), so
   it lives in its own virtual environment: `$WEBTEXT_PYWB_BIN` names that environment's bin directory,
@@ -184,10 +184,15 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen, timeout_s: 
     raise RuntimeError(f"pywb's wayback did not listen on {host}:{port} within {timeout_s:.0f} s")
 
 
+@dataclass(frozen=True)
+class Pywb:
+    base: str  # the collection's URL: `{base}cdx` is its CDX endpoint, `{base}{timestamp}id_/{url}` a raw replay
+    pid: int
+
+
 @contextlib.contextmanager
 def serving_pywb(root: Path, warcs: list[Path], host: str, port: int, collection: str = "archive"):
-    """pywb's `wayback` over a collection of `warcs` built in `root`; yields the collection's base URL
-    (`{base}cdx` is its CDX endpoint, `{base}{timestamp}id_/{url}` a raw replay)."""
+    """pywb's `wayback` over a collection of `warcs` built in `root`, until the block ends."""
     bin_dir = pywb_bin()
     if bin_dir is None:
         raise RuntimeError("pywb is not installed: set WEBTEXT_PYWB_BIN to the bin directory of a venv with pywb")
@@ -203,7 +208,7 @@ def serving_pywb(root: Path, warcs: list[Path], host: str, port: int, collection
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_listening(host, port, process, 60)
-        yield f"http://{host}:{port}/{collection}/"
+        yield Pywb(f"http://{host}:{port}/{collection}/", process.pid)
     finally:
         process.terminate()
         try:

@@ -131,7 +131,8 @@ def pywb(web, tmp_path_factory):
                     "its bin directory (pywb cannot share the project's venv, see pipeline/devarchive.py)")
     _, folder, _ = web
     root = tmp_path_factory.mktemp("pywb")
-    with devarchive.serving_pywb(root, [folder / "main.warc.gz", folder / "cut.warc.gz"], PYWB, free_port()) as base:
+    with devarchive.serving_pywb(root, [folder / "main.warc.gz", folder / "cut.warc.gz"], PYWB, free_port()) as server:
+        base = server.base
         front = Front(base + "cdx")
         with devarchive.serve_app(front.app(), FRONT, free_port()) as front_url:
             yield {"cdx_url": front_url + "/cdx", "replay_url": base, "front": front}

@@ -319,3 +319,19 @@ def test_dry_run_web_serves_its_dead_links_from_its_archive(devweb_site, tmp_pat
     for row in rows:
         _, payload = record_at(warc, row.warc_offset)
         assert truth[row.url]["text"].split("\n")[0][:60] in payload.decode()
+
+
+def test_wayback_cdx_answers_are_read_in_their_own_format():
+    from pipeline.crawl import choose_capture, parse_cdx
+
+    # The Wayback Machine's CDX server, output=json: a header row, then one array per capture.
+    answer = (b'[["urlkey","timestamp","original","mimetype","statuscode","digest","length"],'
+              b'["com,example)/a","20050301000000","http://example.com/a","text/html","301","X","300"],'
+              b'["com,example)/a","20050101000000","http://example.com/a","text/html","200","Y","9000"],'
+              b'["com,example)/a","20070101000000","http://example.com/a","text/html","200","Z","9100"]]')
+    captures = parse_cdx(answer, "wayback")
+    assert [(c.timestamp, c.status) for c in captures] == [
+        ("20050301000000", 301), ("20050101000000", 200), ("20070101000000", 200)]
+    chosen = choose_capture(captures, day(2005, 3, 2), 3000, ["text/html"])
+    assert chosen.timestamp == "20050101000000"  # the closer 301 is skipped; 2005-01 is nearer than 2007
+    assert parse_cdx(b"[]", "wayback") == []

@@ -24,9 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from warcio.archiveiterator import ArchiveIterator
-
 from hostile_server import HostileServer
+from test_crawl import warc_record as record_at
 from pipeline import devarchive, storage
 from pipeline.config import ArchiveConfig, Config, CrawlConfig
 from pipeline.crawl import crawl_urls
@@ -165,13 +164,6 @@ def crawl(web: Web, urls: list[str], cfg: CrawlConfig, tmp_path: Path, when: dic
         rows = asyncio.run(crawl_urls(urls, [LIVE] * len(urls), cfg, out, "crawl/warc/t.warc.gz", address_allowed,
                                       times, cache))
     return {r.url: r for r in rows}, warc
-
-
-def record_at(warc: Path, offset: int):
-    with open(warc, "rb") as f:
-        f.seek(offset)
-        record = next(iter(ArchiveIterator(f)))
-        return record, record.content_stream().read()
 
 
 ARCHIVES = ["pywb", "common_crawl"]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 from warcio.archiveiterator import ArchiveIterator
 
@@ -252,7 +252,7 @@ def forget_page(row: LogRow) -> None:
 
 @dataclass
 class Stored:
-    """What an archive fetch leaves for the WARC file: a replayed response, or a record copied as is."""
+    """What a fetch leaves for the WARC file: a response (live or replayed), or a record copied as is."""
 
     response: Response | None = None
     record: ArchivedRecord | None = None
@@ -313,6 +313,13 @@ class Archive:
         except (ValueError, KeyError, TypeError):
             return "archive_unavailable"
 
+    async def chosen_capture(self, row: LogRow, when: datetime) -> Capture | str:
+        """The CDX's choice for `row.url` at `when`, or the reason there is none."""
+        captures = await self.captures(row.url, when, row)
+        if isinstance(captures, str):
+            return captures
+        return choose_capture(captures, when, self.settings.max_distance_days, self.config.content_types)
+
     async def fetch(self, url: str, when_utc: int | None) -> tuple[LogRow, Stored | None]:
         """One URL from the archive: its log row, and what to store when the page is kept."""
         row = LogRow(url=url, final_url=url, source="archive")
@@ -333,16 +340,11 @@ class Archive:
             outcome = await self._replay(row, timestamp_of(when), when)
             if outcome is not None:
                 return outcome
-        chosen = await self.captures(row.url, when, row)
-        if isinstance(chosen, list):
-            chosen = choose_capture(chosen, when, a.max_distance_days, self.config.content_types)
+        chosen = await self.chosen_capture(row, when)
         if isinstance(chosen, str):
             return finish(row, chosen), None
         row.archive_url = replay_url(a.replay_url, chosen.timestamp, row.url)
-        outcome = await self._replay(row, chosen.timestamp, when, exact=True)
-        if outcome is None:  # the CDX called it a 200 HTML capture, the replay did not
-            return finish(row, "archive_bad_capture"), None
-        return outcome
+        return await self._replay(row, chosen.timestamp, when, exact=True)
 
     async def _replay(self, row: LogRow, timestamp: str, when: datetime,
                       exact: bool = False) -> tuple[LogRow, Stored | None] | None:
@@ -390,10 +392,7 @@ class Archive:
         return finish(row, "archive_unavailable"), None
 
     async def _fetch_range(self, row: LogRow, when: datetime) -> tuple[LogRow, Stored | None]:
-        a = self.settings
-        chosen = await self.captures(row.url, when, row)
-        if isinstance(chosen, list):
-            chosen = choose_capture(chosen, when, a.max_distance_days, self.config.content_types)
+        chosen = await self.chosen_capture(row, when)
         if isinstance(chosen, str):
             return finish(row, chosen), None
         if chosen.offset < 0 or chosen.length <= 0 or not chosen.filename:
@@ -422,7 +421,3 @@ class Archive:
         decided, kept = self.fetcher.body_outcome(row, record.content_type, record.body)
         return decided, Stored(record=record) if kept else None
 
-
-def archive_host(config: CrawlConfig) -> str:
-    """The archive's CDX host, for messages and the plan."""
-    return urlsplit(config.archive.cdx_url).netloc

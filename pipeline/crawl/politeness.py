@@ -5,8 +5,9 @@
 one; `pause(seconds)` holds every request to the host back (backoff, Retry-After).
 
 `Politeness` keeps one gate per host and one robots.txt fetch per origin (concurrent requests for it share
-the fetch), for one crawl task. robots.txt follows RFC 9309: 2xx gives the rules (its Crawl-delay raises
-the host's delay, up to max_crawl_delay_s); 4xx or too many redirects allows everything; 5xx or no answer
+the fetch), for one crawl task. A host's delay is its crawl.host_overrides delay_s, else per_host_delay_s.
+robots.txt follows RFC 9309: 2xx gives the rules (its Crawl-delay raises the host's delay, up to
+max_crawl_delay_s, unless the host's override has force = true); 4xx or too many redirects allows everything; 5xx or no answer
 skips the host (robots_unavailable); a name that does not resolve or resolves to a forbidden address gives
 dns_error or blocked_address.
 """
@@ -73,7 +74,9 @@ class Politeness:
     def gate(self, host: str) -> HostGate:
         if host not in self.gates:
             c = self.config
-            self.gates[host] = HostGate(c.per_host_concurrency, c.per_host_delay_s, c.delay_jitter)
+            override = c.host_overrides.get(host)
+            delay = override.delay_s if override is not None else c.per_host_delay_s
+            self.gates[host] = HostGate(c.per_host_concurrency, delay, c.delay_jitter)
         return self.gates[host]
 
     async def robots_for(self, url: str, request: Callable[[str], Awaitable]) -> robots.RobotsRules | str:
@@ -101,8 +104,10 @@ class Politeness:
                 continue
             if 200 <= response.status < 300:
                 rules = robots.parse(response.body.decode("utf-8", "replace"), self.config.user_agent)
-                if rules.crawl_delay:
-                    gate = self.gate(yarl.URL(origin).host or "")
+                host = yarl.URL(origin).host or ""
+                override = self.config.host_overrides.get(host)
+                if rules.crawl_delay and not (override is not None and override.force):
+                    gate = self.gate(host)
                     gate.delay_s = max(gate.delay_s, min(rules.crawl_delay, self.config.max_crawl_delay_s))
                 return rules
             if 400 <= response.status < 500:

@@ -121,7 +121,7 @@ class RedditConfig:
     )
     # Number of host-hash partitions of urls/ (each crawl task takes one).
     num_partitions: Annotated[int, AtLeastOne] = 16
-    # Longest URL kept, in characters; longer ones are dropped as invalid.
+    # Longest URL kept, in characters; longer ones are dropped as url_too_long.
     max_url_length: Annotated[int, AtLeastOne] = 2048
 
 
@@ -257,7 +257,8 @@ class TrainConfig:
     use_gpu: bool = True
     # Total optimizer steps (with the default 524,288 tokens per step, 10,000 steps are 5.2B tokens).
     max_steps: Annotated[int, AtLeastOne] = 10_000
-    # Sequences per worker per micro-step (16 x 1024 fits an 80 GB GPU for gpt2 in bf16).
+    # Sequences per worker per micro-step (lower it if a step runs out of GPU memory; gradient accumulation
+    # keeps tokens_per_step).
     micro_batch_size: Annotated[int, AtLeastOne] = 16
     # Context length used for training (<= the model's 1024; gpt2-tiny has 256).
     seq_len: Annotated[int, AtLeastOne] = 1024

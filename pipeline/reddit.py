@@ -206,16 +206,16 @@ def read_line_batches(path: str, damage: list[tuple[str, bool]]):
     first = True
     while True:
         try:
-            block = next(blocks, b"")
+            block = next(blocks, None)
         except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as err:
             damage.append((f"{type(err).__name__}: {err}", bool(tail)))
             break
-        if not block:
+        if block is None:
             break
-        if first:
+        if first and block:
             block, first = block.removeprefix(UTF8_BOM), False
-            if not block:
-                continue
+        if not block:  # a compressed chunk that completed no block yet: not the end of the stream
+            continue
         lines = io.BytesIO(block).readlines()
         lines[0] = tail + lines[0]
         tail = b"" if lines[-1].endswith(b"\n") else lines.pop()

@@ -38,6 +38,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -112,8 +113,12 @@ def check_run_dir(run_dir: str | Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunDirError(f"--run-dir {path}: cannot create it ({err.strerror or err}); choose a writable path") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RunDirError(f"--run-dir {path}: not writable; fix its permissions or choose another path")
+    try:  # a probe, not os.access: root passes every permission check, yet a read-only mount refuses it
+        with tempfile.TemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise RunDirError(f"--run-dir {path}: not writable ({err.strerror or err}); fix its permissions or choose "
+                          f"another path") from None
     return path
 
 
@@ -173,13 +178,12 @@ def locked_run(run_dir: str | Path, config: Config, command: str) -> Iterator[Ru
 
 
 def run_stage(ctx: RunContext, name: str, **options) -> dict:
-    """Run registered stage `name`: its completion record is removed first and rewritten when it finishes."""
+    """Run registered stage `name` (its stats.json, the completion record, is rewritten when it finishes)."""
     stage = stages.stage(name)
     ctx = dataclasses.replace(ctx, stage=name)
     if not stage.enabled(ctx.config):
         print(f"[{name}] {stage.enabled_by} is false: skipped", file=sys.stderr)
         return write_stats(ctx, stage.folder, {"enabled": False})
-    ctx.path(stage.folder, "stats.json").unlink(missing_ok=True)
     return stage.function()(ctx, **options)
 
 
@@ -281,9 +285,12 @@ def rerun_reason(old: dict | None, config_fp: str, sections: tuple[str, ...], sp
         return "new"
     if old.get("config") != config_fp:
         return f"config [{', '.join(sections)}] changed"
-    changed = [n for n, r in reads.items() if old.get("reads", {}).get(n, {}).get("sha256") != r["sha256"]]
-    if changed:
-        return f"{changed[0]} changed" + (f" (+{len(changed) - 1} more)" if len(changed) > 1 else "")
+    before = old.get("reads", {})
+    added = [n for n in reads if n not in before]
+    changed = [n for n, r in reads.items() if n in before and before[n]["sha256"] != r["sha256"]]
+    for names, what in ((changed, "changed"), (added, "is a new input")):
+        if names:
+            return f"{names[0]} {what}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
     return "its inputs changed"
 
 
@@ -375,6 +382,9 @@ def run_partitions(
         else:
             reasons[i] = rerun_reason(commit, config_fp, sections, specs[i], reads[i])
         commits.append(None)
+    owner = stages.owner_of(phase)
+    if reasons and owner:  # outputs are about to change: the stage is unfinished until its stats.json is rewritten
+        ctx.path(owner.folder, "stats.json").unlink(missing_ok=True)
     options = {"num_cpus": num_cpus, "max_retries": 3}
     if memory_mb:
         options["memory"] = memory_mb * 1024 * 1024

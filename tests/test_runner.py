@@ -295,6 +295,7 @@ def test_a_truncated_dump_warning_names_the_last_complete_line(tmp_path, capsys)
 # ---------------------------------------------------------------- quiet failures
 
 
+@pytest.mark.slow
 def test_failed_dns_lookups_are_counted_without_tracebacks(tmp_path):
     script = (
         "import asyncio, io, time\n"

@@ -156,6 +156,7 @@ def test_tokens_per_step_must_split_into_micro_batches():
 # ---------------------------------------------------------------- the loop, in this process
 
 
+@pytest.mark.slow
 def test_tiny_model_lowers_its_loss_on_real_text(tmp_path):
     prose_stream(tmp_path)
     rows = train_local(tmp_path, tiny(num_samples=2, sample_length=12))
@@ -173,6 +174,7 @@ def test_tiny_model_lowers_its_loss_on_real_text(tmp_path):
     assert checkpoints == ["step-000020", "step-000030"]  # keep_checkpoints=2
 
 
+@pytest.mark.slow
 def test_resumed_run_reproduces_the_uninterrupted_trajectory(tmp_path):
     cfg = tiny(max_steps=12, seq_len=32, tokens_per_step=256, checkpoint_every=4, keep_checkpoints=3, eval_every=6)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -199,6 +201,7 @@ def test_resumed_run_reproduces_the_uninterrupted_trajectory(tmp_path):
     assert [x["start_step"] for x in attempts] == [4]
 
 
+@pytest.mark.slow
 def test_a_retokenized_corpus_starts_over_unless_told_to_resume(tmp_path, capsys):
     cfg = tiny(max_steps=4, seq_len=32, tokens_per_step=128, checkpoint_every=2, eval_every=4)
     first = load_manifest(position_stream(tmp_path)).fingerprint()

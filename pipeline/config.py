@@ -328,8 +328,20 @@ class DevwebConfig:
 
 
 @dataclass
+class StorageConfig:
+    # Endpoint of an S3-compatible server (http://host:port); "" uses $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL,
+    # else AWS. Credentials are never configured here: they come from the environment or ~/.aws, as for AWS tools.
+    endpoint_url: str = ""
+    # Region of the buckets; "" uses $AWS_REGION or $AWS_DEFAULT_REGION.
+    region: str = ""
+    # Attempts per object-store request: throttling (503 SlowDown), 5xx and timeouts are retried with backoff.
+    max_attempts: Annotated[int, AtLeastOne] = 5
+
+
+@dataclass
 class Config:
     ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     reddit: RedditConfig = field(default_factory=RedditConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

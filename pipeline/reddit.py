@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import glob
 import io
 import json
 import lzma
@@ -149,22 +148,21 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     """Files, directories and globs -> sorted, de-duplicated list of dump files; errors say which input."""
     files: set[str] = set()
     for item in inputs:
-        if "://" in item and not item.startswith("file://"):
-            raise ConfigError(f"--input {item}: {item.split('://')[0]}:// inputs are not supported; use a local "
-                              f"path (on a cluster, one every node mounts at the same path)")
-        path = Path(item.removeprefix("file://"))
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)]
-        elif path.is_file():
-            found = [path]
-        else:
-            found = [Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file()]
+        try:
+            found = storage.expand(item)
+        except ValueError as err:
+            raise ConfigError(f"--input {err}") from None
+        except storage.StorageError as err:
+            raise ConfigError(f"--input {err}") from None
+        single = len(found) == 1 and str(found[0]) in (item, str(storage.location(item)))
+        if not single:  # a folder or a glob: the dumps in it
+            found = [p for p in found if p.name.endswith(SUFFIXES)]
         if not found:
             raise ConfigError(f"--input {item}: no such file, or no {'/'.join(SUFFIXES)} files in it; check the path")
         for p in found:
             if not p.name.endswith(SUFFIXES):
                 raise ConfigError(f"--input {p}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
-            files.add(str(p.resolve()))
+            files.add(str(p))
     return sorted(files)
 
 
@@ -182,8 +180,8 @@ def _zstd_blocks(raw):
 
 
 def _blocks(path: str):
-    """Decompressed blocks of a dump file, whatever its compression."""
-    with open(path, "rb") as raw:
+    """Decompressed blocks of a dump file (local or an object, streamed), whatever its compression."""
+    with storage.open_read(storage.location(path)) as raw:
         if path.endswith(".zst"):
             yield from _zstd_blocks(raw)
             return

@@ -224,11 +224,11 @@ def test_an_unusable_run_dir_is_one_clear_line(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert "is a file, not a directory" in _one_line_error(["crawl", "--run-dir", str(afile)], capsys)
-    assert "s3:// run directories are not supported" in _one_line_error(
-        ["crawl", "--run-dir", "s3://bucket/run"], capsys)
-    assert not Path("s3:").exists()
-    assert "gs:// inputs are not supported" in _one_line_error(
-        ["reddit", "--run-dir", str(tmp_path / "r"), "--input", "gs://bucket/RS_2019-01.zst"], capsys)
+    assert "hdfs:// is not supported; use a local path, s3:// or gs://" in _one_line_error(
+        ["crawl", "--run-dir", "hdfs://namenode/run"], capsys)
+    assert not Path("hdfs:").exists()
+    assert "ftp:// is not supported" in _one_line_error(
+        ["reddit", "--run-dir", str(tmp_path / "r"), "--input", "ftp://host/RS_2019-01.zst"], capsys)
     assert "no such file" in _one_line_error(
         ["reddit", "--run-dir", str(tmp_path / "r"), "--input", str(tmp_path / "RS_missing.zst")], capsys)
 

@@ -378,6 +378,11 @@ def open_read(path: AnyPath):
         return path.fs.open_input_file(path.key)
 
 
+def parquet_file(path: AnyPath) -> pq.ParquetFile:
+    """A Parquet file opened for reading row groups and batches (ranged reads on an object store)."""
+    return pq.ParquetFile(open_read(path))
+
+
 def read_parquet(paths: list[AnyPath] | AnyPath, columns: list[str] | None = None) -> pa.Table:
     """Read one file or concatenate several, in the order given."""
     if not isinstance(paths, list):
@@ -385,6 +390,20 @@ def read_parquet(paths: list[AnyPath] | AnyPath, columns: list[str] | None = Non
             return pq.read_table(f, columns=columns)
     tables = [read_parquet(p, columns) for p in paths]
     return pa.concat_tables(tables) if tables else None
+
+
+def local_copy(path: AnyPath) -> Path:
+    """A local file with `path`'s bytes: the path itself, or for an object a copy in the cache folder
+    ($WEBTEXT_CACHE, default ~/.cache/webtext), fetched once per object version (URI, size, mtime)."""
+    if not is_object(path):
+        return path
+    stat = path.stat()
+    name = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cached = Path(os.environ.get("WEBTEXT_CACHE", "~/.cache/webtext")).expanduser() / "objects" / f"{name}-{path.name}"
+    if not cached.exists():
+        with open_read(path) as src, atomic_writer(cached) as out:
+            shutil.copyfileobj(src, out, COPY_BLOCK)
+    return cached
 
 
 def sha256_file(path: AnyPath) -> str:

@@ -31,7 +31,6 @@ class Option:
 
     flags: tuple[str, ...]
     kwargs: dict
-    read_only: bool = False  # when given, the command only reads the run: the stage's completion record stays
 
     @property
     def dest(self) -> str:
@@ -71,7 +70,7 @@ def _load(target: str):
 
 INPUT = Option(("--input",), dict(dest="inputs", nargs="+", required=True, help="dump files, directories or globs"))
 PLAN = Option(("--plan",), dict(action="store_true", help="print the projected makespan and the hosts that bound it; "
-                                "crawl nothing"), read_only=True)
+                                "crawl nothing"))
 
 STAGES = (
     Stage("reddit", "urls", ("reddit",), (), "pipeline.reddit:run",
@@ -96,10 +95,10 @@ def stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-def owner_of(phase: str) -> Stage:
+def owner_of(phase: str) -> Stage | None:
     """The stage writing `phase` (a folder under the run directory): the one with the longest matching folder."""
     owners = [s for s in STAGES if phase == s.folder or phase.startswith(s.folder + "/")]
-    return max(owners, key=lambda s: len(s.folder))
+    return max(owners, key=lambda s: len(s.folder)) if owners else None
 
 
 def documents_source(config, name: str) -> Stage:

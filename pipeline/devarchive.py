@@ -168,7 +168,7 @@ def pywb_bin() -> Path | None:
     """The bin directory holding pywb's `wayback` and `wb-manager`, or None when pywb is not installed."""
     named = os.environ.get("WEBTEXT_PYWB_BIN")
     if named:
-        return Path(named) if (Path(named) / "wayback").exists() else None
+        return Path(named).resolve() if (Path(named) / "wayback").exists() else None
     found = shutil.which("wayback")
     return Path(found).parent if found else None
 

@@ -41,11 +41,11 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
 from warcio.archiveiterator import ArchiveIterator
 
+from pipeline import storage
 from pipeline.config import CrawlConfig
 from pipeline.crawl.checks import check_url, parse_url, redirect_target
 from pipeline.crawl.fetcher import Fetcher, Response, RetryPolicy, Want
@@ -208,10 +208,11 @@ class CdxCache:
     """CDX answers (status, body) by query URL, kept in a JSON-lines file that grows as answers arrive.
 
     A line per answer, flushed when written, so a task killed mid-partition keeps what it learned; a torn
-    last line is ignored. Without a path the cache lives in memory only.
+    last line is ignored. Without a path the cache lives in memory only. An object store has no appends:
+    there the file grows locally and replaces the object when the task closes the cache.
     """
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: storage.AnyPath | None):
         self.path, self.answers = path, {}
         if path is not None and path.exists():
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -220,8 +221,14 @@ class CdxCache:
                     self.answers[entry["query"]] = (entry["status"], entry["body"].encode("utf-8"))
                 except (ValueError, KeyError, TypeError):
                     continue
-        self.file = None
-        if path is not None:
+        self.file = self.upload = None
+        if path is not None and storage.is_object(path):
+            self.upload = storage.atomic_path(path)
+            local = self.upload.__enter__()
+            local.write_text("".join(json.dumps({"query": q, "status": s, "body": b.decode("utf-8", "replace")}) + "\n"
+                                     for q, (s, b) in self.answers.items()), encoding="utf-8")
+            self.file = open(local, "a", encoding="utf-8")
+        elif path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(path, "a", encoding="utf-8")
 
@@ -238,6 +245,8 @@ class CdxCache:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        if self.upload is not None:
+            self.upload.__exit__(None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------------------

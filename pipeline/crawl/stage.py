@@ -70,8 +70,8 @@ def crawl_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     warc_path = ctx.path("crawl", "warc", f"part-{index:05d}.warc.gz")
     log_path = ctx.path("crawl", "log", f"part-{index:05d}.parquet")
     cache = CdxCache(ctx.path("crawl", "cdx", f"part-{index:05d}.jsonl") if config.source != "live" else None)
-    with (storage.atomic_path(warc_path) as tmp, open(tmp, "wb", buffering=WARC_BUFFER) as warc_out,
-          fewer_gc_passes(), contextlib.closing(cache)):
+    with (storage.atomic_writer(warc_path, buffering=WARC_BUFFER) as warc_out, fewer_gc_passes(),
+          contextlib.closing(cache)):
         rows, archive_counts = asyncio.run(crawl_task(urls, hosts, config, warc_out, ctx.rel(warc_path),
                                                       times=times, cdx_cache=cache))
     storage.write_parquet(log_path, log_table(rows))
@@ -101,13 +101,13 @@ def run(ctx: RunContext, plan: bool = False) -> dict:
 
 def host_counts(run_dir: Path) -> list[Counter]:
     """URL count per host of every urls partition (in partition order)."""
-    files = sorted(Path(run_dir).glob("urls/part-*.parquet"))
+    files = sorted((run_dir / "urls").glob("part-*.parquet"))
     return [Counter(storage.read_parquet(f, columns=["host"]).column("host").to_pylist()) for f in files]
 
 
 def measured_response_s(run_dir: Path) -> float | None:
     """The median time in requests of a kept page in this run's crawl log, per attempt; None without a log."""
-    files = sorted(Path(run_dir).glob("crawl/log/part-*.parquet"))
+    files = sorted((run_dir / "crawl" / "log").glob("part-*.parquet"))
     if not files:
         return None
     log = storage.read_parquet(files, columns=["reason", "elapsed_ms", "retries"]).to_pylist()
@@ -136,11 +136,11 @@ def report_section(run_dir: Path, plots: Path):
     from pipeline.config import load_config
     from pipeline.report import Section, read_json
 
-    if not any(Path(run_dir).glob("urls/part-*.parquet")):
+    if not any((run_dir / "urls").glob("part-*.parquet")):
         return None
-    plan = plan_for(run_dir, load_config(Path(run_dir) / "config.toml"))
-    stats = read_json(Path(run_dir) / "crawl" / "stats.json") or {}
-    commits = [read_json(p) for p in sorted(Path(run_dir).glob("crawl/_commits/part-*.json"))]
+    plan = plan_for(run_dir, load_config(run_dir / "config.toml"))
+    stats = read_json(run_dir / "crawl" / "stats.json") or {}
+    commits = [read_json(p) for p in sorted((run_dir / "crawl" / "_commits").glob("part-*.json"))]
     longest = max((c["seconds"] for c in commits if c), default=None)
     measured = {"stage_s": stats.get("seconds"), "longest_partition_s": longest}
     lines = [f"crawl: projected makespan {plan['makespan_s']:.1f} s at {plan['response_s']:.2f} s per response"

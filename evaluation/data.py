@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline import storage
 from pipeline.config import EvalConfig
 from evaluation.tasks import (
-    TASKS, ContinuationScore, EvalDataError, Item, Request, Task, draw_demonstrations, few_shot_context, read_items, task_requests,
+    TASKS, ContinuationScore, EvalDataError, Item, Request, Task, check_exists, draw_demonstrations, few_shot_context, read_items, task_requests,
 )
 
 
@@ -42,6 +42,15 @@ def shots_file(config: EvalConfig, data_dir: Path, task: str) -> Path | None:
     key = TASKS[task].shots_key
     name = getattr(config, key) if key else ""
     return data_dir / name if name else None
+
+
+def check_files(config: EvalConfig, data_dir: Path, names: list[str], shots: int) -> None:
+    """Every task's file, and its demonstrations file when shots are asked, is there (before a model loads)."""
+    for name in names:
+        check_exists(name, task_file(config, data_dir, name))
+        demos = shots_file(config, data_dir, name) if shots and TASKS[name].kind != "perplexity" else None
+        if demos is not None:
+            check_exists(name, demos, "demonstrations file")
 
 
 @dataclass

@@ -45,7 +45,7 @@ from pathlib import Path
 import ray
 import torch
 
-from evaluation.data import LoadedTask, eval_data_dir, load_task
+from evaluation.data import LoadedTask, check_files, eval_data_dir, load_task
 from evaluation.scoring import make_batches, pack_rows, score_rows, scores_by_request
 from evaluation.tasks import TASKS, ContinuationScore, EvalDataError
 from pipeline import storage
@@ -262,6 +262,7 @@ def run(ctx: RunContext, tasks: str | None = None, checkpoint: str | None = None
         return write_stats(ctx, "eval", {"skipped": "eval.data_dir is empty"})
     if shots < 0 or limit < 0:
         raise ConfigError("webtext eval: --shots and --limit must be >= 0")
+    check_files(cfg, folder, names, shots)
     model, info = load_model(ctx, checkpoint, hf)
     loaded = {name: load_task(cfg, folder, name, shots, limit, model.config.block_size, cfg.stride) for name in names}
     keep = {name: clean_indices(ctx, task) for name, task in loaded.items()} if clean_only else {}

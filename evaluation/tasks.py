@@ -287,14 +287,19 @@ TASKS = {
 }
 
 
-def read_items(name: str, path: Path, what: str = "file") -> list[Item]:
-    """The items of task `name` from `path`; EvalDataError naming the task, path and format if unreadable."""
+def check_exists(name: str, path: Path, what: str = "file") -> None:
+    """EvalDataError naming the task, the path expected and the format, when `path` is not a file."""
     task = TASKS[name]
     if not Path(path).is_file():
         raise EvalDataError(f"{name}: {what} {path} not found; expected {task.format} (set --data-dir or "
                             f"eval.data_dir to its folder, or eval.{task.file_key if what == 'file' else task.shots_key} "
                             f"to its path)")
-    return task.read(Path(path))
+
+
+def read_items(name: str, path: Path, what: str = "file") -> list[Item]:
+    """The items of task `name` from `path`; EvalDataError naming the task, path and format if unreadable."""
+    check_exists(name, path, what)
+    return TASKS[name].read(Path(path))
 
 
 # ---------------------------------------------------------------- prompts

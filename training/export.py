@@ -88,7 +88,7 @@ REQUIRED_HF_CONFIG = {
     "reorder_and_upcast_attn": (False,),
     "tie_word_embeddings": (True,),
 }
-HF_BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers of older GPT-2 checkpoints, not weights
+HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older GPT-2 checkpoints, not weights
 
 
 class HFFormatError(StageError):

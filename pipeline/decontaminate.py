@@ -213,6 +213,14 @@ def scan(texts: pa.Array, index: dict, emit_all: bool = False) -> dict[str, np.n
     return {"row": doc, "hash": h, "start": start, "end": end}
 
 
+def ngram_hashes(texts: list[str], ngram: int) -> dict[str, np.ndarray]:
+    """Every n-gram of every text: row, hash, start and end characters."""
+    classes, lower = char_tables()
+    everything = {"ngram": ngram, "keys": np.zeros(0, np.uint64), "bitmap": np.zeros(1, np.uint64), "shift": 63,
+                  "classes": classes, "lower": lower}
+    return scan(pa.array(texts, pa.large_string()), everything, emit_all=True)
+
+
 def make_index(hashes: np.ndarray, tasks: np.ndarray, ngram: int) -> dict:
     """The lookup structure shared with every task: sorted unique hashes, task bitmasks, a bitmap over them."""
     order = np.argsort(hashes, kind="stable")
@@ -280,9 +288,7 @@ def build_index(files: dict[str, Path], ngram: int) -> tuple[dict, dict]:
     hashes, tasks, items, described = [], [], [], {}
     for number, (task, path) in enumerate(files.items()):
         passages = [item.passage for item in read_items(task, path)]
-        found = scan(pa.array(passages, pa.large_string()), {"ngram": ngram, "keys": np.zeros(0, np.uint64),
-                     "bitmap": np.zeros(1, np.uint64), "shift": 63, **dict(zip(("classes", "lower"), char_tables()))},
-                     emit_all=True)
+        found = ngram_hashes(passages, ngram)
         hashes.append(found["hash"])
         tasks.append(np.full(len(found["hash"]), number, np.uint8))
         items.append(found["row"])

@@ -11,7 +11,8 @@ mask lets a token see the context and the earlier tokens of its own continuation
 continuation's log-probabilities are those of the plain sequence C + X (to float rounding; the parity test
 checks them against transformers' GPT2LMHeadModel run once per pair). The last token of a continuation is
 only predicted, never fed in. Logits are computed only where a continuation token is predicted, not over
-the whole row: for short continuations the vocabulary projection is most of a plain loop's cost.
+the whole row (for short continuations the vocabulary projection is most of a plain loop's cost), and
+LOGIT_CHUNK positions at a time, so a batch of perplexity windows never holds all its logits at once.
 
 A request whose context plus a continuation exceeds the model's context is cut from the left, for each
 continuation on its own (lm-evaluation-harness's rule: the last block_size + 1 tokens of C + X), which
@@ -33,9 +34,10 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from evaluation.tasks import ContinuationScore, Request
+
+LOGIT_CHUNK = 1024  # scored positions projected onto the vocabulary at once: 1024 x 50,257 floats = 206 MB
 
 
 @dataclass(frozen=True)
@@ -119,13 +121,18 @@ def score_rows(model, rows: list[Row], device: torch.device) -> list[list[Contin
             where_b += [b] * len(scored)
             where_t += scored
             targets += target
+    targets_t = torch.tensor(targets, device=device)
+    token_logprobs, greedy = [], []
     with autocast_for(device):
         hidden = model.hidden_states(idx.to(device), pos.to(device), mask)
-        logits = model.lm_head(hidden[torch.tensor(where_b, device=device), torch.tensor(where_t, device=device)])
-    logits = logits.float()
-    targets_t = torch.tensor(targets, device=device)
-    token_logprobs = F.log_softmax(logits, dim=-1).gather(1, targets_t[:, None])[:, 0].double().cpu()
-    greedy = (logits.argmax(dim=-1) == targets_t).cpu()
+        scored = hidden[torch.tensor(where_b, device=device), torch.tensor(where_t, device=device)]
+        for lo in range(0, len(targets), LOGIT_CHUNK):
+            logits = model.lm_head(scored[lo : lo + LOGIT_CHUNK]).float()
+            target = targets_t[lo : lo + LOGIT_CHUNK]
+            # log p(target) = its logit - logsumexp(logits): the other tokens' log-softmax is never written
+            token_logprobs.append(logits.gather(1, target[:, None])[:, 0] - torch.logsumexp(logits, dim=-1))
+            greedy.append(logits.argmax(dim=-1) == target)
+    token_logprobs, greedy = torch.cat(token_logprobs).double().cpu(), torch.cat(greedy).cpu()
     out: list[list[ContinuationScore]] = [[] for _ in rows]
     start = 0
     for b, row in enumerate(rows):

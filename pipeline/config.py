@@ -365,7 +365,7 @@ class EvalConfig:
     # threads) per CPU worker.
     num_workers: Annotated[int, NonNegative] = 0
     cpus_per_worker: Annotated[int, AtLeastOne] = 1
-    # Tokens per forward pass (rows x longest row); changes speed and memory, not scores.
+    # Tokens per forward pass (rows x longest row): speed and memory; scores change only by float rounding.
     batch_tokens: Annotated[int, AtLeastOne] = 16384
 
 

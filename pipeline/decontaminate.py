@@ -127,13 +127,13 @@ def _contains(keys, bitmap, shift, h):
 
 
 @numba.njit(cache=True)
-def _scan(data, offsets, n, classes, lower, keys, bitmap, shift, emit_all):
-    """(doc, hash, first char, end char) of every n-gram of every text (emit_all) or of those in `keys`."""
-    cap = 1024
-    out_doc = np.empty(cap, np.int64)
-    out_hash = np.empty(cap, np.uint64)
-    out_start = np.empty(cap, np.int64)
-    out_end = np.empty(cap, np.int64)
+def _scan(data, offsets, first, n, classes, lower, keys, bitmap, shift, emit_all, out_doc, out_hash, out_start,
+          out_end):
+    """Fill the out arrays from documents `first`.. with (doc, hash, first char, end char) of every n-gram
+    (emit_all) or of those in `keys`; return (matches written, the document to continue from). The arrays
+    are never reassigned here (a loop-carried array costs a reference count per byte): when they are full,
+    the current document's matches are dropped and the caller continues from it with fresh arrays."""
+    cap = out_doc.shape[0]
     found = 0
     base_n1 = np.uint64(1)
     for _ in range(n - 1):
@@ -141,8 +141,9 @@ def _scan(data, offsets, n, classes, lower, keys, bitmap, shift, emit_all):
     ring_hash = np.zeros(n, np.uint64)
     ring_start = np.zeros(n, np.int64)
     code = np.uint32(0)
-    for doc in range(offsets.shape[0] - 1):
+    for doc in range(first, offsets.shape[0] - 1):
         pos, end = offsets[doc], offsets[doc + 1]
+        doc_found = found
         char, count, window = 0, 0, np.uint64(0)
         in_word, has_letters, word_hash, word_start, word_end = False, False, FNV_OFFSET, 0, 0
         while pos <= end:
@@ -175,11 +176,7 @@ def _scan(data, offsets, n, classes, lower, keys, bitmap, shift, emit_all):
                         h = _splitmix(window)
                         if emit_all or _contains(keys, bitmap, shift, h):
                             if found == cap:
-                                cap *= 2
-                                out_doc = np.concatenate((out_doc, np.empty(cap - found, np.int64)))
-                                out_hash = np.concatenate((out_hash, np.empty(cap - found, np.uint64)))
-                                out_start = np.concatenate((out_start, np.empty(cap - found, np.int64)))
-                                out_end = np.concatenate((out_end, np.empty(cap - found, np.int64)))
+                                return doc_found, doc
                             out_doc[found], out_hash[found] = doc, h
                             out_start[found], out_end[found] = ring_start[count % n], word_end
                             found += 1
@@ -192,7 +189,7 @@ def _scan(data, offsets, n, classes, lower, keys, bitmap, shift, emit_all):
                     has_letters = True
                 word_end = char + 1
             char += 1
-    return out_doc[:found], out_hash[:found], out_start[:found], out_end[:found]
+    return found, offsets.shape[0] - 1
 
 
 def utf8_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -208,9 +205,18 @@ def utf8_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def scan(texts: pa.Array, index: dict, emit_all: bool = False) -> dict[str, np.ndarray]:
     """The n-grams of `texts` that are in the index (or every one): row, hash, start and end characters."""
     data, offsets = utf8_buffers(texts)
-    doc, h, start, end = _scan(data, offsets, index["ngram"], index["classes"], index["lower"], index["keys"],
-                               index["bitmap"], np.uint64(index["shift"]), emit_all)
-    return {"row": doc, "hash": h, "start": start, "end": end}
+    parts, first, capacity = [], 0, 4096
+    while True:
+        out = (np.empty(capacity, np.int64), np.empty(capacity, np.uint64), np.empty(capacity, np.int64),
+               np.empty(capacity, np.int64))
+        found, stopped = _scan(data, offsets, first, index["ngram"], index["classes"], index["lower"], index["keys"],
+                               index["bitmap"], np.uint64(index["shift"]), emit_all, *out)
+        parts.append([a[:found] for a in out])
+        if stopped == len(offsets) - 1:
+            break
+        capacity *= 2 if stopped == first and not found else 1  # one document holds more than fit: grow
+        first = stopped
+    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(("row", "hash", "start", "end"))}
 
 
 def ngram_hashes(texts: list[str], ngram: int) -> dict[str, np.ndarray]:

@@ -67,6 +67,17 @@ from pipeline.devweb import prose_paragraphs
 from training.model import GPT, model_config
 
 
+def best_of(rounds: int, sides: dict) -> tuple[dict[str, float], dict]:
+    """Every side run `rounds` times, the sides interleaved: each one's best seconds and its last result."""
+    best, out = {name: float("inf") for name in sides}, {}
+    for _ in range(rounds):
+        for name, run in sides.items():
+            started = time.perf_counter()
+            out[name] = run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best, out
+
+
 def generated_hellaswag(folder: Path, count: int) -> Path:
     """Official-format items from docstring paragraphs: 25 words, then the true 12 words or 3 others' 12."""
     paragraphs = [p for p in prose_paragraphs() if len(p.split()) >= 40]
@@ -108,14 +119,11 @@ def hellaswag_table(args, device: torch.device) -> None:
     loaded = load_task(EvalConfig(hellaswag_file=str(path)), path.parent, "hellaswag", 0, args.items,
                        model.config.block_size)
     n = len(loaded.items)
-    best = {"plain": float("inf"), "ours": float("inf")}
-    for _ in range(args.rounds):
-        started = time.perf_counter()
-        plain = plain_loop(model, loaded, device)
-        best["plain"] = min(best["plain"], time.perf_counter() - started)
-        started = time.perf_counter()
-        ours = loaded.item_scores(score_requests(model, loaded.flat_requests(), args.batch_tokens, device))
-        best["ours"] = min(best["ours"], time.perf_counter() - started)
+    best, out = best_of(args.rounds, {
+        "plain": lambda: plain_loop(model, loaded, device),
+        "ours": lambda: loaded.item_scores(score_requests(model, loaded.flat_requests(), args.batch_tokens, device)),
+    })
+    plain, ours = out["plain"], out["ours"]
     worst = max(abs(a - s.loglikelihood) for p, o in zip(plain, ours) for a, s in zip(p, o))
     tolerance = 1e-4 if device.type == "cpu" else 0.5  # bf16: two kernels' roundings
     assert worst < tolerance, worst
@@ -168,14 +176,9 @@ def decontamination_table(args) -> None:
     hashes = ngram_hashes(passages, n)["hash"]
     index = make_index(hashes, np.zeros(len(hashes), np.uint8), n)
     scan(column.slice(0, 2), index)  # compiled (or loaded from numba's cache) outside the timing
-    best = {"python": float("inf"), "ours": float("inf")}
-    for _ in range(args.rounds):
-        started = time.perf_counter()
-        theirs = python_set_baseline(passages, docs, n)
-        best["python"] = min(best["python"], time.perf_counter() - started)
-        started = time.perf_counter()
-        ours = sorted(set(scan(column, index)["row"].tolist()))
-        best["ours"] = min(best["ours"], time.perf_counter() - started)
+    best, out = best_of(args.rounds, {"python": lambda: python_set_baseline(passages, docs, n),
+                                      "ours": lambda: sorted(set(scan(column, index)["row"].tolist()))})
+    ours, theirs = out["ours"], out["python"]
     assert ours == theirs, (len(ours), len(theirs))
     print(f"\nDecontamination: {len(docs)} documents ({megabytes:.1f} MB), {len(passages)} eval passages "
           f"({len(index['keys']):,} distinct {n}-grams), one core, best of {args.rounds}; both find the same "

@@ -90,8 +90,8 @@ def plot_scores(ax, rows: list[dict]) -> None:
     if not keys:
         return
     other = ax.twinx()
-    for key, style in zip(keys, ("s--", "^--", "v--", "d--")):
+    for key, style, color in zip(keys, ("s--", "^--", "v--", "d--"), ("#c44e52", "#8172b2", "#937860", "#da8bc3")):
         points = [r for r in rows if key in r]
-        other.plot([r["step"] for r in points], [r[key] for r in points], style, label=key, color="#c44e52")
+        other.plot([r["step"] for r in points], [r[key] for r in points], style, label=key, color=color)
     other.set_ylabel("eval score")
-    other.legend(loc="upper center")
+    other.legend(loc="center right")

@@ -17,18 +17,20 @@ Outputs in R/eval/:
                     one metric of one task: task, metric, value, subset ("all" or "clean"), items, shots,
                     seed, limit, model_fingerprint, data (path), data_sha256, shots_data_sha256, items_log,
                     key. A new evaluation replaces the rows of the same task, shots and model.
-    items/<task>-<K>shot.jsonl   per item, lm-evaluation-harness style, everything a metric needs:
-                    index, gold, demonstrations (indices into the shots file), prompt (the item's own
-                    prompt, without demonstrations), continuations, loglikelihoods, greedy, tokens,
-                    choice_chars; for a document: loglikelihoods and tokens per window, words, bytes
+    items/<task>-<K>shot-<model>.jsonl
+                    per item (model: the fingerprint's first 8 digits), lm-evaluation-harness style,
+                    everything a metric needs: index, gold, demonstrations (indices into the shots file),
+                    prompt (the item's own, without demonstrations), continuations, loglikelihoods,
+                    greedy, tokens, choice_chars; for a document: loglikelihoods and tokens per window,
+                    words, bytes
     stats.json      tasks, model, workers, seconds (the completion record)
 
 `--clean-only` adds, beside each full score, the score on the clean subset: the items that
 R/decontam/overlap.json (the decontaminate stage) does not list as overlapping the training corpus
 (GPT-3's appendix C); it refuses when overlap.json is missing or was computed from another file.
 
-Scoring runs on Ray actors, one per GPU (bf16 autocast there), or `eval.num_workers` CPU workers of
-`eval.cpus_per_worker` threads. The driver reads the data, builds the requests and cuts the batches
+Scoring runs on Ray actors, one per GPU (bf16 autocast there), or CPU workers of `eval.cpus_per_worker`
+threads (by default as many as the cluster's CPUs hold; `eval.num_workers` sets it). The driver reads the data, builds the requests and cuts the batches
 (evaluation/scoring.py); workers only compute them, so scores depend on neither the number of workers nor
 the order batches finish in. An evaluation whose key (the model's weights fingerprint plus every token id
 scored) matches a logged one reuses its items log instead of scoring again.
@@ -118,14 +120,15 @@ def score_tasks(ctx: RunContext, model: GPT, rows_by_task: dict[str, list]) -> t
     """Every row scored on the Ray workers; per task, the rows' scores in row order."""
     ensure_ray(ctx.config)
     cfg = ctx.config.eval
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    workers = cfg.num_workers or max(gpus, 1)
-    resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cfg.cpus_per_worker}
-    state = ray.put({name: tensor.cpu() for name, tensor in model.state_dict().items()})
-    actors = [ScoringWorker.options(**resources).remote(state, model.config.to_dict(), cfg.cpus_per_worker)
-              for _ in range(workers)]
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
     jobs = [(task, batch) for task, rows in rows_by_task.items()
             for batch in make_batches([len(r.tokens) for r in rows], cfg.batch_tokens)]
+    workers = cfg.num_workers or min(gpus or max(1, int(resources.get("CPU", 1)) // cfg.cpus_per_worker), len(jobs))
+    options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cfg.cpus_per_worker}
+    state = ray.put({name: tensor.cpu() for name, tensor in model.state_dict().items()})
+    actors = [ScoringWorker.options(**options).remote(state, model.config.to_dict(), cfg.cpus_per_worker)
+              for _ in range(workers)]
     out = {task: [None] * len(rows) for task, rows in rows_by_task.items()}
     log(f"{sum(len(r) for r in rows_by_task.values())} rows in {len(jobs)} batches on {workers} "
         f"{'GPU (bf16)' if gpus else 'CPU'} worker(s)")
@@ -216,13 +219,13 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def results_rows(loaded: LoadedTask, scores, model: dict, key: str, log_path: str, subset: str,
-                 keep: set[int] | None, cfg) -> list[dict]:
+                 keep: set[int] | None, seed: int, limit: int) -> list[dict]:
     """One row per metric of the task on its items (keep=None) or on the subset `keep` of them."""
     chosen = [(i, s) for i, s in zip(loaded.items, scores) if keep is None or i.index in keep]
     metrics = loaded.task.metrics([i for i, _ in chosen], [s for _, s in chosen]) if chosen else {}
     names = metrics or loaded.task.metrics(loaded.items, scores)
     return [{"task": loaded.task.name, "metric": name, "value": metrics.get(name), "subset": subset,
-             "items": len(chosen), "shots": loaded.shots, "seed": cfg.seed, "limit": cfg.limit,
+             "items": len(chosen), "shots": loaded.shots, "seed": seed, "limit": limit,
              "model_fingerprint": model["fingerprint"], "data": str(loaded.path), "data_sha256": loaded.sha256,
              "shots_data_sha256": loaded.shots_sha256, "items_log": log_path, "key": key} for name in names]
 
@@ -271,7 +274,7 @@ def run(ctx: RunContext, tasks: str | None = None, checkpoint: str | None = None
     scores, todo, keys, logs = {}, {}, {}, {}
     for name, task in loaded.items():
         keys[name] = request_key(info["fingerprint"], task)
-        logs[name] = f"eval/items/{name}-{task.shots}shot.jsonl"
+        logs[name] = f"eval/items/{name}-{task.shots}shot-{info['fingerprint'][:8]}.jsonl"
         known = [r for r in previous["results"] if r["key"] == keys[name] and r["task"] == name]
         if known and ctx.path(logs[name]).exists() and known[0]["items_log"] == logs[name]:
             log(f"{name}: already scored with this model and these requests; reusing {logs[name]}")
@@ -289,9 +292,10 @@ def run(ctx: RunContext, tasks: str | None = None, checkpoint: str | None = None
             storage.write_bytes(ctx.path(logs[name]), lines.encode())
     new_rows = []
     for name, task in loaded.items():
-        new_rows += results_rows(task, scores[name], info, keys[name], logs[name], "all", None, cfg)
+        new_rows += results_rows(task, scores[name], info, keys[name], logs[name], "all", None, cfg.seed, limit)
         if clean_only:
-            new_rows += results_rows(task, scores[name], info, keys[name], logs[name], "clean", keep[name], cfg)
+            new_rows += results_rows(task, scores[name], info, keys[name], logs[name], "clean", keep[name], cfg.seed,
+                                     limit)
     replaced = {(r["task"], r["shots"], r["model_fingerprint"]) for r in new_rows}
     rows = [r for r in previous["results"] if (r["task"], r["shots"], r["model_fingerprint"]) not in replaced]
     rows = sorted(rows + new_rows, key=lambda r: (r["task"], r["shots"], r["subset"], r["model_fingerprint"], r["metric"]))

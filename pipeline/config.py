@@ -361,8 +361,8 @@ class EvalConfig:
     seed: int = 1234
     # Tokens each perplexity window predicts; 0 = the model's context (disjoint windows, as the harness).
     stride: Annotated[int, NonNegative] = 0
-    # Scoring workers: 0 = one per GPU of the cluster, or one CPU worker when it has none; CPUs (torch
-    # threads) per CPU worker.
+    # Scoring workers: 0 = one per GPU of the cluster, or, when it has none, one per cpus_per_worker of its
+    # CPUs (never more than there are batches); CPUs (torch threads) per CPU worker.
     num_workers: Annotated[int, NonNegative] = 0
     cpus_per_worker: Annotated[int, AtLeastOne] = 1
     # Tokens per forward pass (rows x longest row): speed and memory; scores change only by float rounding.

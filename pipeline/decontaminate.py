@@ -353,12 +353,12 @@ def write_overlap(ctx: RunContext, item_map: dict, common: pa.Table) -> dict:
     hashes, docs = common.column("hash").to_numpy(), common.column("docs").to_numpy()
     ignored = hashes[docs > config.max_doc_frequency]
     kept, kept_docs = hashes[docs <= config.max_doc_frequency], docs[docs <= config.max_doc_frequency]
+    counts = dict(zip(kept.tolist(), kept_docs.tolist()))
     tasks = {}
     for number, task in enumerate(item_map["names"]):
         mine = item_map["task"] == number
         task_hashes, task_items = item_map["hash"][mine], item_map["item"][mine]
         hit = np.isin(task_hashes, kept)
-        counts = dict(zip(kept.tolist(), kept_docs.tolist()))
         documents: dict[int, int] = {}
         for h, item in zip(task_hashes[hit].tolist(), task_items[hit].tolist()):
             documents[item] = max(documents.get(item, 0), counts[h])

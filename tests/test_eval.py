@@ -359,7 +359,7 @@ def eval_run(tmp_path: Path, name: str, checkpoint_state: dict, data: Path, *set
             *[f"--set=eval.{s}" for s in sets]]
     assert cli_main(args) == 0
     results = json.loads((run / "eval" / "results.json").read_text())["results"]
-    logs = {t: [json.loads(x) for x in (run / "eval" / "items" / f"{t}-0shot.jsonl").read_text().splitlines()]
+    logs = {t: [json.loads(x) for x in next((run / "eval" / "items").glob(f"{t}-0shot-*.jsonl")).read_text().splitlines()]
             for t in ("lambada", "hellaswag", "wikitext")}
     return {"values": {(r["task"], r["metric"]): r["value"] for r in results}, "logs": logs, "run": run}
 

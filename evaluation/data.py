@@ -21,13 +21,16 @@ from evaluation.tasks import (
 )
 
 
-def eval_data_dir(run_dir: Path, config: EvalConfig, option: str | None = None) -> Path | None:
-    """The eval data folder: the --data-dir option, else eval.data_dir (under the run directory), else None."""
+def eval_data_dir(run_dir, config: EvalConfig, option: str | None = None):
+    """The eval data folder: the --data-dir option, else eval.data_dir (a relative one under the run
+    directory), else None; a local path or an object-store location (pipeline/storage.py)."""
     if option:
-        return Path(option).expanduser().resolve()
-    if config.data_dir:
-        return (Path(run_dir) / Path(config.data_dir).expanduser()).resolve()
-    return None
+        return storage.location(option)
+    if not config.data_dir:
+        return None
+    if "://" in config.data_dir or Path(config.data_dir).expanduser().is_absolute():
+        return storage.location(config.data_dir)
+    return storage.location(storage.location(run_dir) / config.data_dir)
 
 
 def task_file(config: EvalConfig, data_dir: Path, task: str) -> Path:

@@ -83,7 +83,7 @@ def load_model(ctx: RunContext, checkpoint: str | None, hf: str | None) -> tuple
         raise ConfigError("webtext eval: give --checkpoint or --hf, not both")
     step = None
     if hf:
-        source = Path(hf).expanduser().resolve()
+        source = storage.location(hf)
         model = load_hf(source)
     else:
         source = Path(checkpoint).expanduser().resolve() if checkpoint else latest_checkpoint(ctx.path("train", "checkpoints"))
@@ -316,13 +316,13 @@ def report_section(run_dir: Path, plots: Path):
     """The run report's eval part: the results table and, per task, the distribution of item scores."""
     from pipeline.report import Section, hist
 
-    path = Path(run_dir) / "eval" / "results.json"
+    path = run_dir / "eval" / "results.json"
     if not path.exists():
         return None
     results = json.loads(path.read_text())
     section = Section("eval", lines=table(results["results"]), data=results)
     for log_path in sorted({r["items_log"] for r in results["results"]}):
-        full = Path(run_dir) / log_path
+        full = run_dir / log_path
         if not full.exists():
             continue
         name = Path(log_path).stem

@@ -123,19 +123,25 @@ class Task:
 # ---------------------------------------------------------------- readers
 
 
+def _read_text(path: Path, task: str, fmt: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EvalDataError(f"{task}: {path}: not UTF-8 ({err}); expected {fmt}") from None
+
+
 def _jsonl(path: Path, task: str, fmt: str) -> list[tuple[int, dict]]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalDataError(f"{task}: {path}:{number}: not JSON ({err}); expected {fmt}") from None
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{task}: {path}:{number}: not a JSON object; expected {fmt}")
-            rows.append((number, row))
+    for number, line in enumerate(_read_text(path, task, fmt).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise EvalDataError(f"{task}: {path}:{number}: not JSON ({err}); expected {fmt}") from None
+        if not isinstance(row, dict):
+            raise EvalDataError(f"{task}: {path}:{number}: not a JSON object; expected {fmt}")
+        rows.append((number, row))
     return rows
 
 
@@ -207,13 +213,6 @@ def wikitext_detokenizer(string: str) -> str:
     string = string.replace(" \n", "\n").replace("\n ", "\n")
     string = string.replace(" N ", " 1 ")
     return string.replace(" 's", "'s")
-
-
-def _read_text(path: Path, task: str, fmt: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise EvalDataError(f"{task}: {path}: not UTF-8 ({err}); expected {fmt}") from None
 
 
 def _document(index: int, original: str, scored: str) -> Item:

@@ -124,7 +124,7 @@ class RedditConfig:
     )
     # Number of host-hash partitions of urls/ (each crawl task takes one).
     num_partitions: Annotated[int, AtLeastOne] = 16
-    # Longest URL kept, in characters; longer ones are dropped as invalid.
+    # Longest URL kept, in characters; longer ones are dropped as url_too_long.
     max_url_length: Annotated[int, AtLeastOne] = 2048
 
 
@@ -279,7 +279,8 @@ class TrainConfig:
     use_gpu: bool = True
     # Total optimizer steps (with the default 524,288 tokens per step, 10,000 steps are 5.2B tokens).
     max_steps: Annotated[int, AtLeastOne] = 10_000
-    # Sequences per worker per micro-step (16 x 1024 fits an 80 GB GPU for gpt2 in bf16).
+    # Sequences per worker per micro-step (lower it if a step runs out of GPU memory; gradient accumulation
+    # keeps tokens_per_step).
     micro_batch_size: Annotated[int, AtLeastOne] = 16
     # Context length used for training (<= the model's 1024; gpt2-tiny has 256).
     seq_len: Annotated[int, AtLeastOne] = 1024
@@ -385,8 +386,20 @@ class DevwebConfig:
 
 
 @dataclass
+class StorageConfig:
+    # Endpoint of an S3-compatible server (http://host:port); "" uses $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL,
+    # else AWS. Credentials are never configured here: they come from the environment or ~/.aws, as for AWS tools.
+    endpoint_url: str = ""
+    # Region of the buckets; "" uses $AWS_REGION or $AWS_DEFAULT_REGION.
+    region: str = ""
+    # Attempts per object-store request: throttling (503 SlowDown), 5xx and timeouts are retried with backoff.
+    max_attempts: Annotated[int, AtLeastOne] = 5
+
+
+@dataclass
 class Config:
     ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     reddit: RedditConfig = field(default_factory=RedditConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

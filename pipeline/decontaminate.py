@@ -314,7 +314,7 @@ def build_index(files: dict[str, Path], ngram: int) -> tuple[dict, dict]:
 
 def hits_partition(spec: dict, ctx: RunContext, index_ref) -> PartitionResult:
     index = ray.get(index_ref)
-    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    docs = storage.parquet_file(ctx.path(spec["docs"]))
     parts, row0 = [], 0
     for batch in docs.iter_batches(batch_size=BATCH_DOCS, columns=["text"]):
         found = scan(batch.column("text"), index)
@@ -335,7 +335,7 @@ def hits_partition(spec: dict, ctx: RunContext, index_ref) -> PartitionResult:
 def common_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     per_doc = []
     for rel in spec["hits"]:
-        table = pq.read_table(ctx.path(rel), columns=["row", "hash"])
+        table = storage.read_parquet(ctx.path(rel), columns=["row", "hash"])
         pairs = np.unique(np.stack([table.column("row").to_numpy().astype(np.uint64),
                                     table.column("hash").to_numpy()], axis=1), axis=0) if table.num_rows else None
         if pairs is not None:
@@ -376,14 +376,14 @@ def clean_partition(spec: dict, ctx: RunContext, index_ref) -> PartitionResult:
     config = ctx.config.decontaminate
     index = ray.get(index_ref)
     names = spec["tasks"]
-    common = pq.read_table(ctx.path(spec["common"]))
+    common = storage.read_parquet(ctx.path(spec["common"]))
     ignored = common.column("hash").to_numpy()[common.column("docs").to_numpy() > config.max_doc_frequency]
-    hits = pq.read_table(ctx.path(spec["hits"]))
+    hits = storage.read_parquet(ctx.path(spec["hits"]))
     live = ~np.isin(hits.column("hash").to_numpy(), ignored)
     by_row: dict[int, list[tuple[int, int, int]]] = {}
     for row, h, start, end in zip(*(hits.column(c).to_numpy()[live].tolist() for c in ("row", "hash", "start", "end"))):
         by_row.setdefault(row, []).append((h, start, end))
-    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    docs = storage.parquet_file(ctx.path(spec["docs"]))
     schema = docs.schema_arrow.append(pa.field("piece", pa.int32())).append(pa.field("pieces", pa.int32()))
     counts = {"in": 0, "out": 0, "contaminated": 0, "contaminated_fragments": 0}
     info = {"pieces_out": 0, "removed_passages": 0, "removed_chars": 0, "short_piece_chars": 0}
@@ -434,12 +434,16 @@ def _tasks_of(hashes: list[int], index: dict, names: list[str]) -> list[str]:
 def pass_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     """No eval set: the partition's file unchanged (a hard link, else a copy; no piece columns added)."""
     source, target = ctx.path(spec["docs"]), ctx.part_path(DOCS_PHASE, spec["index"], "parquet")
-    with storage.atomic_path(target) as tmp:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-    rows = pq.ParquetFile(target).metadata.num_rows
+    if storage.is_object(source) or storage.is_object(target):
+        with storage.open_read(source) as src, storage.atomic_writer(target) as out:
+            shutil.copyfileobj(src, out, storage.COPY_BLOCK)
+    else:
+        with storage.atomic_path(target) as tmp:
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or one without hard links
+                shutil.copyfile(source, tmp)
+    rows = storage.parquet_file(target).metadata.num_rows
     return PartitionResult(counts={"in": rows, "out": rows}, files=[target], info={"pieces_out": rows})
 
 
@@ -479,7 +483,7 @@ def run(ctx: RunContext) -> dict:
     run_partitions(ctx, COMMON_PHASE, [{"index": 0, "hits": hits_files, "digest": phase_digest(hits),
                                         "reads": hits_files}], common_partition, SECTIONS)
     common_file = f"{COMMON_PHASE}/part-00000.parquet"
-    overlap = write_overlap(ctx, item_map, pq.read_table(ctx.path(common_file)))
+    overlap = write_overlap(ctx, item_map, storage.read_parquet(ctx.path(common_file)))
     cleaned = run_partitions(ctx, DOCS_PHASE, [
         {"index": i, "docs": rel, "hits": hits_files[i], "common": common_file, "tasks": list(files),
          "reads": [rel, hits_files[i], common_file]} for i, rel in enumerate(docs)
@@ -496,7 +500,7 @@ def report_section(run_dir: Path, plots: Path):
     """The run report's decontamination line and a chart of the overlapping eval items per task."""
     from pipeline.report import Section, bar
 
-    path = Path(run_dir) / "decontam" / "stats.json"
+    path = run_dir / "decontam" / "stats.json"
     if not path.exists():
         return None
     stats = json.loads(path.read_text())

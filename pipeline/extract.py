@@ -635,7 +635,11 @@ def batch_outcomes(batch: list[dict], worker: IsolatedWorker, ctx: RunContext) -
 def extract_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     """Crawl partition spec["index"] -> docs/part-i.parquet and docs/rejects/part-i.parquet."""
     config = ctx.config.extract
-    log = storage.read_parquet(ctx.path(spec["log"])).to_pylist()
+    try:
+        log = storage.read_parquet(ctx.path(spec["log"])).to_pylist()
+    except (OSError, ValueError) as err:  # pyarrow's errors for a cut-short or foreign file
+        raise StageError(f"{spec['log']}: unreadable crawl log ({err}); rerun {ctx.command('crawl')} to rebuild "
+                         "it") from None
     urls = {row["url"]: row for row in storage.read_parquet(ctx.path(spec["urls"]), columns=URL_META_COLUMNS).to_pylist()}
     rows = [row for row in log if row["reason"] == "ok"]
     missing = [row["url"] for row in rows if row["url"] not in urls]

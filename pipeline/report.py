@@ -16,6 +16,7 @@ or None when it has nothing to show.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+
+from pipeline import storage  # noqa: E402
 
 from pipeline.runner import RunContext  # noqa: E402
 from pipeline.stages import STAGES  # noqa: E402
@@ -51,10 +53,11 @@ def read_json(path: Path):
 
 def read_rows(run_dir: Path, pattern: str, columns: list[str]) -> list[dict] | None:
     """Rows of every Parquet file matching `pattern` under the run directory (None if there is none)."""
-    files = sorted(run_dir.glob(pattern))
+    folder, _, name = pattern.rpartition("/")
+    files = sorted((run_dir / folder if folder else run_dir).glob(name))
     if not files:
         return None
-    return [row for f in files for row in pq.read_table(f, columns=columns).to_pylist()]
+    return storage.read_parquet(files, columns).to_pylist()
 
 
 def bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> None:
@@ -62,9 +65,7 @@ def bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: 
     ax.barh(labels[::-1], values[::-1], color="#4c72b0")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def hist(path: Path, values: list[float], title: str, xlabel: str, log: bool = False) -> None:
@@ -72,9 +73,16 @@ def hist(path: Path, values: list[float], title: str, xlabel: str, log: bool = F
     ax.hist(values, bins=40, color="#55a868", log=log)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """A figure as PNG at `path` (a local file or an object)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, png.getvalue())
 
 
 def stage_stats(run_dir: Path) -> dict:
@@ -154,7 +162,7 @@ def main() -> None:
     from pipeline import devweb
     from pipeline.config import load_config
 
-    run_dir = Path(args.run_dir).resolve()
+    run_dir = storage.location(args.run_dir)
     scorers = [devweb.score_run] if devweb.was_used(run_dir) else []
     found = write_report(RunContext(run_dir=run_dir, config=load_config(run_dir / "config.toml")), scorers)
     print(summary_table(found))

@@ -107,10 +107,10 @@ def stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-def owner_of(phase: str) -> Stage:
+def owner_of(phase: str) -> Stage | None:
     """The stage writing `phase` (a folder under the run directory): the one with the longest matching folder."""
     owners = [s for s in STAGES if phase == s.folder or phase.startswith(s.folder + "/")]
-    return max(owners, key=lambda s: len(s.folder))
+    return max(owners, key=lambda s: len(s.folder)) if owners else None
 
 
 def documents_source(config, name: str) -> Stage:

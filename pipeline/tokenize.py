@@ -58,7 +58,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import stages, storage
 from pipeline.config import TokenizeConfig
@@ -128,7 +127,7 @@ def encode_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     tokens_path = ctx.part_path(f"{PHASE}/_work", spec["index"], "bin")
     index_path = ctx.part_path(f"{PHASE}/_work", spec["index"], "parquet")
     encoding = get_encoding()
-    parquet = pq.ParquetFile(source)
+    parquet = storage.parquet_file(source)
     missing = {"doc_id", "text"} - set(parquet.schema_arrow.names)
     if missing:
         raise StageError(f"{source}: missing column(s) {sorted(missing)}; expected the docs schema (doc_id, text)")

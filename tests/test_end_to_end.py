@@ -26,7 +26,7 @@ from pipeline.runner import open_run
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DRYRUN = "jobs/configs/dryrun.toml"
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow]
 SHORT_TRAIN = ["--set", "train.max_steps=10", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=5"]
 
 

@@ -109,8 +109,9 @@ def gpt_config_from_hf(config: dict, path: Path) -> GPTConfig:
 
 
 def load_hf(folder: str | Path) -> GPT:
-    """A transformers GPT-2 folder (config.json + model.safetensors) as our GPT, float32, in eval mode."""
-    folder = Path(folder)
+    """A transformers GPT-2 folder (config.json + model.safetensors; local or on an object store) as our GPT,
+    float32, in eval mode."""
+    folder = storage.location(folder)
     paths = {name: folder / name for name in ("config.json", "model.safetensors")}
     for name, path in paths.items():
         if not path.is_file():
@@ -119,7 +120,7 @@ def load_hf(folder: str | Path) -> GPT:
     config = gpt_config_from_hf(json.loads(paths["config.json"].read_text()), paths["config.json"])
     model = GPT(config)
     state = {}
-    for name, tensor in load_file(str(paths["model.safetensors"])).items():
+    for name, tensor in load_file(str(storage.local_copy(paths["model.safetensors"]))).items():
         name = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
         if name.endswith(HF_BUFFERS):
             continue

@@ -449,6 +449,10 @@ def train_local(run_dir: Path, cfg: TrainConfig, eval_cfg: EvalConfig | None = N
 # ---------------------------------------------------------------- the stage
 
 
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -529,6 +533,11 @@ def run(ctx: RunContext) -> dict:
         raise StageError(f"train: {err}") from None
     during_training.load_tasks(ctx.run_dir, cfg, ctx.config.eval)  # a missing eval file fails before any worker starts
     supersede_other_data(ctx.path("train"), train.manifest.fingerprint(), cfg)
+    finished = read_json(ctx.path("train", "stats.json"))
+    newest = latest_checkpoint(ctx.path("train", "checkpoints"))
+    if finished and newest and newest.parent.name == checkpoint_dir_name(cfg.max_steps):
+        log(f"already trained to step {cfg.max_steps} on this data ({ctx.rel(newest)}); skipped")
+        return finished
     ensure_ray(ctx.config)
     gpus = ray.cluster_resources().get("GPU", 0)
     joined = ctx.config.ray.address or os.environ.get("RAY_ADDRESS")

@@ -314,12 +314,11 @@ def run(ctx: RunContext, tasks: str | None = None, checkpoint: str | None = None
 
 def report_section(run_dir: Path, plots: Path):
     """The run report's eval part: the results table and, per task, the distribution of item scores."""
-    from pipeline.report import Section, hist
+    from pipeline.report import Section, hist, read_json
 
-    path = run_dir / "eval" / "results.json"
-    if not path.exists():
+    results = read_json(run_dir / "eval" / "results.json")
+    if results is None:
         return None
-    results = json.loads(path.read_text())
     section = Section("eval", lines=table(results["results"]), data=results)
     for log_path in sorted({r["items_log"] for r in results["results"]}):
         full = run_dir / log_path

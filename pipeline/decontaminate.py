@@ -53,7 +53,6 @@ unchanged (a hard link where the file system allows it, else a copy) and the sta
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import string
@@ -498,13 +497,10 @@ def run(ctx: RunContext) -> dict:
 
 def report_section(run_dir: Path, plots: Path):
     """The run report's decontamination line and a chart of the overlapping eval items per task."""
-    from pipeline.report import Section, bar
+    from pipeline.report import Section, bar, read_json
 
-    path = run_dir / "decontam" / "stats.json"
-    if not path.exists():
-        return None
-    stats = json.loads(path.read_text())
-    if stats.get("enabled") is False:
+    stats = read_json(run_dir / "decontam" / "stats.json")
+    if stats is None or stats.get("enabled") is False:
         return None
     if "passed_through" in stats:
         return Section("decontaminate", lines=[f"decontaminate: no eval sets ({stats['passed_through']}): "

@@ -72,6 +72,9 @@ MODEL_DIMS = {
 }
 assert tuple(MODEL_DIMS) == typing.get_args(ModelName)
 
+# The evaluation tasks (evaluation/tasks.py reads and scores each).
+TaskName = Literal["lambada", "hellaswag", "wikitext", "text"]
+
 # Junk heuristics of the extract stage, by reason name (pipeline/quality.py implements each).
 Heuristic = Literal[
     "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words", "junk_long_words"
@@ -303,6 +306,25 @@ class DedupConfig:
 
 
 @dataclass
+class DecontaminateConfig:
+    # Off: tokenize reads the dedup output directly.
+    enabled: bool = True
+    # Eval sets removed from the corpus (GPT-3's appendix C), their files located as [eval] locates them; with
+    # eval.data_dir empty, documents pass through unchanged (the stage says so).
+    tasks: list[TaskName] = field(default_factory=lambda: ["lambada", "hellaswag", "wikitext"])
+    # Words per n-gram (GPT-3: 13; words are lowercased, punctuation stripped, split on whitespace).
+    ngram: Annotated[int, AtLeastOne] = 13
+    # Characters removed on each side of a matching n-gram; the document is split there.
+    context_chars: Annotated[int, NonNegative] = 200
+    # Pieces of a split document shorter than this many characters are dropped.
+    min_piece_chars: Annotated[int, NonNegative] = 200
+    # A document split more than this many times is dropped whole (contaminated).
+    max_splits: Annotated[int, NonNegative] = 10
+    # Eval n-grams found in more than this many corpus documents are common phrases, not leaks: ignored.
+    max_doc_frequency: Annotated[int, AtLeastOne] = 10
+
+
+@dataclass
 class TokenizeConfig:
     # Tokens per shard file (the last shard of each split holds the rest); at most 2**31-1 (int32 header).
     shard_tokens: Annotated[int, Range(ge=1, le=2**31 - 1)] = 100_000_000
@@ -357,6 +379,10 @@ class TrainConfig:
     # Fault injection for tests and drills: the last rank hard-exits (os._exit) when it reaches this step,
     # only in an attempt that started from scratch, so the restart from the checkpoint then completes. 0 = off.
     crash_at_step: Annotated[int, NonNegative] = 0
+    # Eval tasks scored every eval_every steps beside the val loss (files as [eval] locates them), on the
+    # first eval_items items of each, into metrics.jsonl and the loss plot; [] scores none.
+    eval_tasks: list[TaskName] = field(default_factory=list)
+    eval_items: Annotated[int, AtLeastOne] = 500
     # Checkpoints record the fingerprint of the token manifest they were trained on; a run whose manifest
     # has changed (retokenized or new data) starts from scratch unless this is true, and then says it resumed.
     resume_on_changed_data: bool = False
@@ -372,6 +398,38 @@ class TrainConfig:
                 f"train.tokens_per_step={self.tokens_per_step} is not a multiple of micro_batch_size x seq_len x "
                 f"workers = {self.micro_batch_size} x {self.seq_len} x {workers} = {per_micro}; set it to a multiple"
             )
+
+
+@dataclass
+class EvalConfig:
+    # Folder of the eval sets; "" = none (the eval stage of `webtext run` is then skipped and says so). A
+    # relative path is under the run directory; `webtext eval --data-dir D` (relative to the current
+    # directory) overrides it. Nothing is downloaded.
+    data_dir: str = ""
+    # Each task's file, relative to data_dir or absolute (formats: evaluation/tasks.py).
+    lambada_file: str = "lambada_test.jsonl"
+    hellaswag_file: str = "hellaswag_val.jsonl"
+    wikitext_file: str = "wiki.test.tokens"
+    text_file: str = ""
+    # Few-shot demonstrations are drawn from these files; "" draws them from the evaluated file itself,
+    # never the item itself (LAMBADA has no training split; GPT-3 drew from its development set).
+    lambada_shots_file: str = ""
+    hellaswag_shots_file: str = "hellaswag_train.jsonl"
+    # Tasks `webtext run` evaluates after training (`webtext eval` takes --tasks).
+    tasks: list[TaskName] = field(default_factory=lambda: ["lambada", "hellaswag", "wikitext"])
+    # Demonstrations per item (GPT-3's K; 0 = zero-shot) and items per task (the first N; 0 = all).
+    shots: Annotated[int, NonNegative] = 0
+    limit: Annotated[int, NonNegative] = 0
+    # Seed of the demonstrations drawn for each item.
+    seed: int = 1234
+    # Tokens each perplexity window predicts; 0 = the model's context (disjoint windows, as the harness).
+    stride: Annotated[int, NonNegative] = 0
+    # Scoring workers: 0 = one per GPU of the cluster, or, when it has none, one per cpus_per_worker of its
+    # CPUs (never more than there are batches); CPUs (torch threads) per CPU worker.
+    num_workers: Annotated[int, NonNegative] = 0
+    cpus_per_worker: Annotated[int, AtLeastOne] = 1
+    # Tokens per forward pass (rows x longest row): speed and memory; scores change only by float rounding.
+    batch_tokens: Annotated[int, AtLeastOne] = 16384
 
 
 @dataclass
@@ -408,8 +466,10 @@ class Config:
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     devweb: DevwebConfig = field(default_factory=DevwebConfig)
 
     def fingerprint(self, *sections: str) -> str:

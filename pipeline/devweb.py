@@ -16,6 +16,10 @@
   submission. `serving` serves it Common-Crawl-style (pipeline/devarchive.py: /cdx and /warcs/<file> with
   byte ranges) on ARCHIVE_HOST at the same port, so `crawl.source = "live_then_archive"` (the dry-run
   config) fetches those dead links from it.
+- `eval/`: small eval sets in their published formats (`lambada_test.jsonl`, `hellaswag_val.jsonl` with
+  ctx_a/ctx_b, `hellaswag_train.jsonl` for few-shot demonstrations, a WikiText-style `wiki.test.tokens`),
+  half of their items made from paragraphs the article pages carry (so decontamination must find them)
+  and half from paragraphs no page carries (`write_eval_sets`); the dry-run config points [eval] there.
 
 Hosts are 127.0.0.2 .. 127.0.0.(1 + hosts), all on one port, so the crawl sees many distinct hosts and
 its per-host politeness is exercised. Article prose is the standard library's own documentation
@@ -243,8 +247,7 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
     """Every page of the dry-run web, with its truth; deterministic for a given config."""
     rng = random.Random(config.seed)
     hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
-    pool = prose_paragraphs()
-    rng.shuffle(pool)
+    pool = shuffled_prose(rng)
     pages: list[Page] = []
 
     def add_article(index: int, paragraphs: list[str], kind: str, group: str | None, host: str, template: str):
@@ -282,6 +285,57 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
     pages.extend(_junk_pages(rng, hosts))
     pages.extend(_broken_pages(rng, hosts, pages, config))
     return pages
+
+
+def shuffled_prose(rng: random.Random) -> list[str]:
+    """The prose paragraphs in the order plan_pages deals them to articles (5 each, from the start)."""
+    pool = prose_paragraphs()
+    rng.shuffle(pool)
+    return pool
+
+
+def write_eval_sets(out_dir: Path, config: DevwebConfig) -> None:
+    """Small LAMBADA, HellaSwag and WikiText files in their published formats: items made from article
+    paragraphs (in the corpus) and from the paragraphs left over (not in it), alternately (WikiText:
+    articles of three paragraphs, all from one side)."""
+    pool = shuffled_prose(random.Random(config.seed))
+    used = 5 * min(config.num_articles, len(pool) // 5)
+    seen, unseen = pool[:used:4], pool[used:]
+    mixed = [p for pair in zip(seen, unseen) for p in pair]
+    rng = random.Random(config.seed + 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lambada = [{"text": p.rstrip(".")} for p in mixed[:24]]
+    (out_dir / "lambada_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lambada))
+    long_enough = [p for p in mixed[24:] if len(p.split()) >= 40]  # a context of 28 words, endings of 10
+    val, train = long_enough[:24], [p for p in unseen[40:] if len(p.split()) >= 40][:12]
+    for name, paragraphs in (("hellaswag_val.jsonl", val), ("hellaswag_train.jsonl", train)):
+        rows = [_hellaswag_item(rng, i, p, [q for q in paragraphs if q != p]) for i, p in enumerate(paragraphs)]
+        (out_dir / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen_rest, unseen_rest = ([p for p in group if p not in val and p not in train and p not in mixed[:24]]
+                              for group in (seen, unseen[:40]))
+    articles = [seen_rest[:3], unseen_rest[:3], seen_rest[3:6], unseen_rest[3:6]]
+    (out_dir / "wiki.test.tokens").write_text("".join(
+        f" = {_title(a)} = \n \n" + "".join(f" {_wikitext_tokens(p)} \n" for p in a) + " \n" for a in articles if a))
+
+
+def _hellaswag_item(rng: random.Random, index: int, paragraph: str, others: list[str]) -> dict:
+    """A HellaSwag-format item: 25 words, 3 more (ctx_b), then the true 10 and 3 other paragraphs' 10."""
+    def span(text: str) -> str:
+        return " ".join(text.split()[28:38])
+
+    label = rng.randrange(4)
+    endings = [span(p) for p in rng.sample(others, 3)]
+    endings.insert(label, span(paragraph))
+    words = paragraph.split()
+    return {"ind": index, "activity_label": "Reading the manual", "ctx_a": " ".join(words[:25]),
+            "ctx_b": " ".join(words[25:28]).lower(), "endings": endings, "label": label, "split": "val",
+            "split_type": "indomain", "source_id": f"devweb~{index}"}
+
+
+def _wikitext_tokens(paragraph: str) -> str:
+    """A paragraph as WikiText writes it: punctuation split off by spaces, hyphens as " @-@ "."""
+    text = re.sub(r"(?<=\w)-(?=\w)", " @-@ ", paragraph)
+    return " ".join(re.sub(r"([.,;:!?()\"])", r" \1 ", text).split())
 
 
 def _junk_pages(rng: random.Random, hosts: list[str]) -> list[Page]:
@@ -402,6 +456,7 @@ def build(out_dir: str | Path, port: int, config: DevwebConfig, reddit: RedditCo
             url, _ = normalize_url(f"http://{page.host}:{port}{page.path}", tracking)
             f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
                                 "language": page.language, "dup_group": None, "expected": "doc"}, sort_keys=True) + "\n")
+    write_eval_sets(out_dir / "eval", config)
     return out_dir
 
 

@@ -78,6 +78,10 @@ REASONS: dict[str, tuple[str, str]] = {
     # dedup: documents -> unique documents
     "duplicate_exact": ("dedup", "same normalized text as the cluster's survivor"),
     "duplicate_fuzzy": ("dedup", "a near-duplicate (MinHash LSH, verified Jaccard) of the cluster's survivor"),
+    # decontaminate: documents -> documents without eval passages
+    "contaminated": ("decontaminate", "split more than `decontaminate.max_splits` times by eval n-gram removals"),
+    "contaminated_fragments": ("decontaminate", "every piece left after removing eval passages is under "
+                                                "`decontaminate.min_piece_chars` characters"),
     # tokenize: documents -> token shards
     "empty_text": ("tokenize", "a document with no text"),
     "missing_doc_id": ("tokenize", "a document with no doc_id"),

@@ -100,11 +100,12 @@ def funnel_section(run_dir: Path, plots: Path) -> Section:
     stages = stage_stats(run_dir)
     section = Section("stages", data=stages)
     counted = {name: stats for name, stats in stages.items() if "records_in" in stats}
-    section.lines = [f"{'stage':<10} {'in':>9} {'out':>9}  dropped by reason", "-" * 78]
+    width = max([10, *map(len, counted)])
+    section.lines = [f"{'stage':<{width}} {'in':>9} {'out':>9}  dropped by reason", "-" * 78]
     for name, stats in counted.items():
         drops = sorted(((k, v) for k, v in stats.get("dropped", {}).items() if v), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{k}={v}" for k, v in drops) or "-"
-        section.lines.append(f"{name:<10} {stats['records_in']:>9} {stats['records_out']:>9}  {reasons}")
+        section.lines.append(f"{name:<{width}} {stats['records_in']:>9} {stats['records_out']:>9}  {reasons}")
         if drops:
             bar(plots / f"drops-{name}.png", [k for k, _ in drops], [v for _, v in drops],
                 f"{name}: dropped by reason", "records")

@@ -2,8 +2,9 @@
 
     webtext tokenize --run-dir runs/x
 
-Input: the documents of the nearest enabled document stage upstream (pipeline/stages.py): `dedup/docs/`,
-or `docs/` when `[dedup] enabled = false` (columns doc_id, text).
+Input: the documents of the nearest enabled document stage upstream (pipeline/stages.py):
+`decontam/docs/`, else `dedup/docs/` when `[decontaminate] enabled = false`, else `docs/` when
+`[dedup] enabled = false` too (columns doc_id, text).
 Output, in `R/tokens/`:
 
     train-NNNNN.bin, val-NNNNN.bin   shards of `[tokenize] shard_tokens` tokens each (the last one of a split

@@ -45,8 +45,9 @@ def _urls_files(run_dir: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, devweb_site, ray_session):
     """reddit -> tokenize on the dry-run web, once; tests work on copies (copytree keeps mtimes)."""
-    ctx = open_run(tmp_path_factory.mktemp("lineage") / "run", load_config(DRYRUN))
-    for stage in stages.STAGES[:-1]:
+    config = load_config(DRYRUN, [f"eval.data_dir={devweb_site['dir'] / 'eval'}"])  # the web's eval sets
+    ctx = open_run(tmp_path_factory.mktemp("lineage") / "run", config)
+    for stage in stages.STAGES[: stages.STAGES.index(stages.stage("tokenize")) + 1]:
         options = {"inputs": [str(devweb_site["dump"])]} if stage.options else {}
         run_stage(ctx, stage.name, **options)
     return ctx.run_dir
@@ -119,6 +120,7 @@ def test_a_changed_docs_partition_reruns_dedup_and_tokenize_not_crawl(finished_r
     manifest_before = (ctx.run_dir / "tokens" / "manifest.json").read_bytes()
     run_stage(ctx, "crawl")
     run_stage(ctx, "dedup")
+    run_stage(ctx, "decontaminate")
     run_stage(ctx, "tokenize")
     assert _commit_times(ctx.run_dir, "crawl") == crawl_before
     sign_after = _commit_times(ctx.run_dir, dedup.SIGN_PHASE)

@@ -13,7 +13,9 @@ Reads `R/tokens/manifest.json` (training/data.py) and writes, under `R/train/`:
     checkpoints/...                         Ray Train's own run state (RunConfig(storage_path=R/train,
                                             name="checkpoints")): a rerun finds it and resumes from the latest
     metrics.jsonl     one row per optimizer step: step, tokens, loss, lr, grad_norm, step_s, tokens_per_s,
-                      mfu, and val_loss on evaluation steps; rows past the step a run resumed from are dropped
+                      mfu, and val_loss on evaluation steps (with train.eval_tasks' scores too, as
+                      `<task>_<metric>`: evaluation/during_training.py); rows past the step a run resumed
+                      from are dropped
     attempts.jsonl    one row per (re)start of the worker group: start_step, world_size, device, threads
     samples.json      train.num_samples continuations sampled from <|endoftext|> by the final model
     loss.png          train and val loss against step
@@ -70,9 +72,10 @@ import torch
 import torch.distributed as dist
 
 from pipeline import storage
-from pipeline.config import TrainConfig
+from pipeline.config import EvalConfig, TrainConfig
 from pipeline.runner import RunContext, StageError, ensure_ray, write_stats
 from pipeline.shards import ShardError, load_manifest
+from evaluation import during_training
 from training.data import TokenWindows, open_train, open_val, val_batches
 from training.model import GPT, model_config
 
@@ -334,6 +337,7 @@ def train_loop(loop_config: dict, session=None) -> None:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
     train = open_train(manifest, cfg.seq_len, cfg.seed)
     val = open_val(manifest, cfg.seq_len)
+    evals = during_training.for_worker(loop_config, rank, world_size)
     flops_per_token = model.flops_per_token(cfg.seq_len)
     peak = peak_flops(device, cfg.peak_flops)
 
@@ -389,11 +393,14 @@ def train_loop(loop_config: dict, session=None) -> None:
             val_loss = evaluate(train_model, val, session, cfg, autocast)
             if val_loss is not None:
                 metrics["val_loss"] = val_loss
+            if evals is not None:
+                metrics.update(evals(model, device))
         checkpoint = None
         if rank == 0:
             _append_row(out / "metrics.jsonl", metrics)
             log(f"step {done}/{cfg.max_steps} loss {loss_value:.4f}"
                 + (f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
+                + "".join(f" {k} {metrics[k]:.4f}" for k in during_training.primary_keys([metrics]))
                 + f" lr {lr:.2e} {tokens_per_s:,.0f} tok/s mfu {metrics['mfu']:.1%}")
             if checkpoint_now:
                 checkpoint = {
@@ -430,12 +437,12 @@ def write_samples(model: GPT, path: Path, cfg: TrainConfig, device: torch.device
         log(f"sample (seed {sample['seed']}): {sample['text']!r}")
 
 
-def train_local(run_dir: Path, cfg: TrainConfig) -> list[dict]:
+def train_local(run_dir: Path, cfg: TrainConfig, eval_cfg: EvalConfig | None = None) -> list[dict]:
     """Run the loop in this process (no Ray); return the run's metrics rows."""
     cfg.check(1)
     session = LocalSession(Path(run_dir) / "train" / "checkpoints", cfg.keep_checkpoints)
     supersede_other_data(Path(run_dir) / "train", load_manifest(Path(run_dir) / "tokens" / "manifest.json").fingerprint(), cfg)
-    train_loop({"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, session)
+    train_loop(loop_config(run_dir, cfg, eval_cfg), session)
     return read_rows(Path(run_dir) / "train" / "metrics.jsonl")
 
 
@@ -466,6 +473,7 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    during_training.plot_scores(ax, rows)
     fig.tight_layout()
     with storage.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -487,14 +495,20 @@ def report_section(run_dir: Path, plots: Path):
                                    f"val loss {val_text}"], plots=[("Training loss", "report/loss.png")], data=final)
 
 
-def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None):
+def loop_config(run_dir: Path, cfg: TrainConfig, eval_cfg: EvalConfig | None) -> dict:
+    """What every worker's train_loop gets: the run directory and the [train] and [eval] sections."""
+    return {"run_dir": str(run_dir), "train": dataclasses.asdict(cfg), "eval": dataclasses.asdict(eval_cfg or EvalConfig())}
+
+
+def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None,
+                 eval_cfg: EvalConfig | None = None):
     """The TorchTrainer for this run: storage in R/train, so a rerun resumes from Ray Train's latest checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         train_loop,
-        train_loop_config={"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)},
+        train_loop_config=loop_config(run_dir, cfg, eval_cfg),
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources_per_worker
         ),
@@ -517,6 +531,7 @@ def run(ctx: RunContext) -> dict:
         train = open_train(manifest, cfg.seq_len, cfg.seed)  # validates every shard before any worker starts
     except ShardError as err:
         raise StageError(f"train: {err}") from None
+    during_training.load_tasks(ctx.run_dir, cfg, ctx.config.eval)  # a missing eval file fails before any worker starts
     supersede_other_data(ctx.path("train"), train.manifest.fingerprint(), cfg)
     finished = read_json(ctx.path("train", "stats.json"))
     newest = latest_checkpoint(ctx.path("train", "checkpoints"))
@@ -533,7 +548,7 @@ def run(ctx: RunContext) -> dict:
         )
     started = time.monotonic()
     try:
-        result = make_trainer(ctx.run_dir, cfg).fit()
+        result = make_trainer(ctx.run_dir, cfg, eval_cfg=ctx.config.eval).fit()
     except TrainingFailedError as err:
         raise StageError(
             f"train: failed after up to {cfg.max_failures} restarts: {err}\nthe checkpoints in "

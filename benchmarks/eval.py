@@ -59,8 +59,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from evaluation.data import load_task
-from evaluation.scoring import score_requests
+from training.evaluation.data import load_task
+from training.evaluation.scoring import score_requests
 from pipeline.config import EvalConfig, DecontaminateConfig
 from pipeline.decontaminate import make_index, ngram_hashes, scan
 from pipeline.devweb import prose_paragraphs

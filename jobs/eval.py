@@ -5,7 +5,7 @@
 
 Inside a Ray job $RAY_ADDRESS is set, so the scoring workers run on the cluster (one per GPU); the run
 directory and the data folder must be on storage the driver reads (the workers get the model and the
-requests through Ray). The options are `webtext eval`'s, and so is everything else (evaluation/stage.py).
+requests through Ray). The options are `webtext eval`'s, and so is everything else (training/evaluation/stage.py).
 """
 
 from __future__ import annotations

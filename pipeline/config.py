@@ -72,7 +72,7 @@ MODEL_DIMS = {
 }
 assert tuple(MODEL_DIMS) == typing.get_args(ModelName)
 
-# The evaluation tasks (evaluation/tasks.py reads and scores each).
+# The evaluation tasks (training/evaluation/tasks.py reads and scores each).
 TaskName = Literal["lambada", "hellaswag", "wikitext", "text"]
 
 # Junk heuristics of the extract stage, by reason name (pipeline/quality.py implements each).
@@ -406,7 +406,7 @@ class EvalConfig:
     # relative path is under the run directory; `webtext eval --data-dir D` (relative to the current
     # directory) overrides it. Nothing is downloaded.
     data_dir: str = ""
-    # Each task's file, relative to data_dir or absolute (formats: evaluation/tasks.py).
+    # Each task's file, relative to data_dir or absolute (formats: training/evaluation/tasks.py).
     lambada_file: str = "lambada_test.jsonl"
     hellaswag_file: str = "hellaswag_val.jsonl"
     wikitext_file: str = "wiki.test.tokens"

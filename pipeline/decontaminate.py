@@ -4,7 +4,7 @@
 
 Reads the documents of the nearest enabled document stage upstream (`dedup/docs/`, or `docs/` when dedup
 is off) and the eval sets of `[decontaminate] tasks`, found as `webtext eval` finds them (`[eval]
-data_dir` and each task's file, evaluation/data.py; the passage of an item is its whole text, a HellaSwag
+data_dir` and each task's file, training/evaluation/data.py; the passage of an item is its whole text, a HellaSwag
 item's context with all four endings). Writes `decontam/docs/part-NNNNN.parquet` (the input schema, the
 same partitions and order, plus `piece` and `pieces`, int32: a document split into pieces becomes one row
 per kept piece, each with its document's doc_id, so the pieces fall in the same train/val split; `text`,
@@ -278,7 +278,7 @@ def clean_text(text: str, starts: list[int], ends: list[int], config) -> tuple[l
 
 def eval_files(ctx: RunContext) -> dict[str, Path]:
     """task -> file for every task in decontaminate.tasks; {} when no eval data folder is configured."""
-    from evaluation.data import eval_data_dir, task_file
+    from training.evaluation.data import eval_data_dir, task_file
 
     data_dir = eval_data_dir(ctx.run_dir, ctx.config.eval)
     if data_dir is None:
@@ -288,7 +288,7 @@ def eval_files(ctx: RunContext) -> dict[str, Path]:
 
 def build_index(files: dict[str, Path], ngram: int) -> tuple[dict, dict]:
     """(the shared index, the driver's item map): every n-gram of every eval item's passage, hashed."""
-    from evaluation.tasks import read_items
+    from training.evaluation.tasks import read_items
 
     hashes, tasks, items, described = [], [], [], {}
     for number, (task, path) in enumerate(files.items()):

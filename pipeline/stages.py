@@ -99,9 +99,9 @@ STAGES = (
           "GPT-2 BPE -> llm.c token shards and manifest.json", report="pipeline.tokenize:report_section"),
     Stage("train", "train", ("train",), ("tokenize",), "training.train:run",
           "pretrain GPT-2 on the token shards with Ray Train", report="training.train:report_section"),
-    Stage("eval", "eval", ("eval",), ("train",), "evaluation.stage:run",
+    Stage("eval", "eval", ("eval",), ("train",), "training.evaluation.stage:run",
           "score the trained (or an HF-format) GPT-2 on LAMBADA, HellaSwag, perplexity", options=EVAL_OPTIONS,
-          report="evaluation.stage:report_section"),
+          report="training.evaluation.stage:report_section"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2LMHeadModel
 
-from evaluation.data import load_task
-from evaluation.scoring import score_requests
-from evaluation.tasks import TASKS, EvalDataError, read_items, rolling_windows, wikitext_detokenizer
+from training.evaluation.data import load_task
+from training.evaluation.scoring import score_requests
+from training.evaluation.tasks import TASKS, EvalDataError, read_items, rolling_windows, wikitext_detokenizer
 from pipeline.cli import main as cli_main
 from pipeline.config import EvalConfig
 from pipeline.devweb import prose_paragraphs

@@ -141,7 +141,7 @@ class GPT(nn.Module):
 
         By default token t sits at position t and attends to tokens 0..t. `positions` (B, T) and a boolean
         `mask` (B, 1, T, T), True where a query may attend a key, replace both: evaluation packs several
-        continuations of one context into a row this way (evaluation/scoring.py).
+        continuations of one context into a row this way (training/evaluation/scoring.py).
         """
         T = idx.shape[1]
         if positions is None:

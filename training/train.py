@@ -14,7 +14,7 @@ Reads `R/tokens/manifest.json` (training/data.py) and writes, under `R/train/`:
                                             name="checkpoints")): a rerun finds it and resumes from the latest
     metrics.jsonl     one row per optimizer step: step, tokens, loss, lr, grad_norm, step_s, tokens_per_s,
                       mfu, and val_loss on evaluation steps (with train.eval_tasks' scores too, as
-                      `<task>_<metric>`: evaluation/during_training.py); rows past the step a run resumed
+                      `<task>_<metric>`: training/evaluation/during_training.py); rows past the step a run resumed
                       from are dropped
     attempts.jsonl    one row per (re)start of the worker group: start_step, world_size, device, threads
     samples.json      train.num_samples continuations sampled from <|endoftext|> by the final model
@@ -75,7 +75,7 @@ from pipeline import storage
 from pipeline.config import EvalConfig, TrainConfig
 from pipeline.runner import RunContext, StageError, ensure_ray, write_stats
 from pipeline.shards import ShardError, load_manifest
-from evaluation import during_training
+from training.evaluation import during_training
 from training.data import TokenWindows, open_train, open_val, val_batches
 from training.model import GPT, model_config
 

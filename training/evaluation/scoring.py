@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evaluation.tasks import ContinuationScore, Request
+from training.evaluation.tasks import ContinuationScore, Request
 
 LOGIT_CHUNK = 1024  # scored positions projected onto the vocabulary at once: 1024 x 50,257 floats = 206 MB
 

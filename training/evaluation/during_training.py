@@ -7,8 +7,8 @@
     [eval]
     data_dir = "/shared/eval"
 
-The files are found as `webtext eval` finds them ([eval] data_dir and each task's file, evaluation/data.py)
-and the scores are the same zero-shot scores `webtext eval` computes (evaluation/tasks.py): item i is
+The files are found as `webtext eval` finds them ([eval] data_dir and each task's file, training/evaluation/data.py)
+and the scores are the same zero-shot scores `webtext eval` computes (training/evaluation/tasks.py): item i is
 scored by worker i mod W, the per-item scores are gathered, and every worker computes the metrics over
 all items, so they do not depend on the number of workers. Each task's metrics go into metrics.jsonl as
 `<task>_<metric>` (for example `hellaswag_acc_norm`) on evaluation steps, and its primary metric onto a
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from evaluation.data import LoadedTask, eval_data_dir, load_task
-from evaluation.scoring import score_requests
-from evaluation.tasks import TASKS, EvalDataError
+from training.evaluation.data import LoadedTask, eval_data_dir, load_task
+from training.evaluation.scoring import score_requests
+from training.evaluation.tasks import TASKS, EvalDataError
 from pipeline.config import EvalConfig, MODEL_DIMS, TrainConfig
 
 

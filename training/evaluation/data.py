@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import storage
 from pipeline.config import EvalConfig
-from evaluation.tasks import (
+from training.evaluation.tasks import (
     TASKS, ContinuationScore, EvalDataError, Item, Request, Task, check_exists, draw_demonstrations, few_shot_context, read_items, task_requests,
 )
 

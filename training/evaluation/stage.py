@@ -1,5 +1,5 @@
 """The eval stage: a trained run's model, or any HF-format GPT-2, scored zero- or few-shot on LAMBADA,
-HellaSwag and perplexity tasks (evaluation/tasks.py has the data formats, prompts and metrics).
+HellaSwag and perplexity tasks (training/evaluation/tasks.py has the data formats, prompts and metrics).
 
     webtext eval --run-dir R --tasks lambada,hellaswag,wikitext [--checkpoint PATH | --hf DIR]
                  [--shots K] [--limit N] [--data-dir D] [--clean-only]
@@ -31,7 +31,7 @@ R/decontam/overlap.json (the decontaminate stage) does not list as overlapping t
 
 Scoring runs on Ray actors, one per GPU (bf16 autocast there), or CPU workers of `eval.cpus_per_worker`
 threads (by default as many as the cluster's CPUs hold; `eval.num_workers` sets it). The driver reads the data, builds the requests and cuts the batches
-(evaluation/scoring.py); workers only compute them, so scores depend on neither the number of workers nor
+(training/evaluation/scoring.py); workers only compute them, so scores depend on neither the number of workers nor
 the order batches finish in. An evaluation whose key (the model's weights fingerprint plus every token id
 scored) matches a logged one reuses its items log instead of scoring again.
 """
@@ -47,9 +47,9 @@ from pathlib import Path
 import ray
 import torch
 
-from evaluation.data import LoadedTask, check_files, eval_data_dir, load_task
-from evaluation.scoring import make_batches, pack_rows, score_rows, scores_by_request
-from evaluation.tasks import TASKS, ContinuationScore, EvalDataError
+from training.evaluation.data import LoadedTask, check_files, eval_data_dir, load_task
+from training.evaluation.scoring import make_batches, pack_rows, score_rows, scores_by_request
+from training.evaluation.tasks import TASKS, ContinuationScore, EvalDataError
 from pipeline import storage
 from pipeline.config import ConfigError
 from pipeline.runner import RunContext, StageError, ensure_ray, write_stats

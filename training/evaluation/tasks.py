@@ -334,7 +334,7 @@ def few_shot_context(task: Task, item: Item, pool: list[Item], demos: list[int],
 
 @dataclass(frozen=True)
 class Request:
-    """Token ids to score (evaluation/scoring.py): continuations after one shared context."""
+    """Token ids to score (training/evaluation/scoring.py): continuations after one shared context."""
 
     context: tuple[int, ...]
     continuations: tuple[tuple[int, ...], ...]

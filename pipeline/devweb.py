@@ -300,7 +300,7 @@ def write_eval_sets(out_dir: Path, config: DevwebConfig) -> None:
     articles of three paragraphs, all from one side)."""
     pool = shuffled_prose(random.Random(config.seed))
     used = 5 * min(config.num_articles, len(pool) // 5)
-    seen, unseen = pool[:used:4], pool[used:]
+    seen, unseen = pool[:used:4], pool[used + 5 * ARCHIVED_PAGES:]  # the archived pages carry the next ones
     mixed = [p for pair in zip(seen, unseen) for p in pair]
     rng = random.Random(config.seed + 2)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,10 +376,8 @@ def _broken_pages(rng: random.Random, hosts: list[str], pages: list[Page], confi
 def archived_pages(config: DevwebConfig) -> list[Page]:
     """Articles that are dead live (the server answers 404) but held by the dry-run archive, from the prose
     the live articles left unused."""
-    rng = random.Random(config.seed)
     hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
-    pool = prose_paragraphs()
-    rng.shuffle(pool)  # the shuffle plan_pages makes: its articles take the first paragraphs
+    pool = shuffled_prose(random.Random(config.seed))  # the live articles take the first paragraphs
     unused = pool[min(config.num_articles, len(pool) // 5) * 5:]
     rng = random.Random(config.seed + 2)
     pages = []

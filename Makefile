@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+# pywb, for the archive-crawl tests only, in a venv of its own: it would downgrade packages the project needs.
+PYWB := .venv-pywb
+PYWB_STAMP := $(PYWB)/.installed-stamp
 RUN_DIR ?= runs/dryrun
 
 .PHONY: dryrun test test-fast clean
@@ -17,11 +20,16 @@ $(STAMP): pyproject.toml
 dryrun: $(STAMP)
 	$(VENV)/bin/webtext run --run-dir $(RUN_DIR) --config jobs/configs/dryrun.toml --devweb
 
-test: $(STAMP)
-	$(VENV)/bin/pytest -q
+$(PYWB_STAMP):
+	$(PYTHON) -m venv $(PYWB)
+	$(PYWB)/bin/pip install pywb==2.10.0
+	touch $(PYWB_STAMP)
+
+test: $(STAMP) $(PYWB_STAMP)
+	WEBTEXT_PYWB_BIN=$(PYWB)/bin $(VENV)/bin/pytest -q
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PYWB) runs

@@ -72,6 +72,9 @@ MODEL_DIMS = {
 }
 assert tuple(MODEL_DIMS) == typing.get_args(ModelName)
 
+# The evaluation tasks (training/evaluation/tasks.py reads and scores each).
+TaskName = Literal["lambada", "hellaswag", "wikitext", "text"]
+
 # Junk heuristics of the extract stage, by reason name (pipeline/quality.py implements each).
 Heuristic = Literal[
     "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words", "junk_long_words"
@@ -121,12 +124,63 @@ class RedditConfig:
     )
     # Number of host-hash partitions of urls/ (each crawl task takes one).
     num_partitions: Annotated[int, AtLeastOne] = 16
-    # Longest URL kept, in characters; longer ones are dropped as invalid.
+    # Longest URL kept, in characters; longer ones are dropped as url_too_long.
     max_url_length: Annotated[int, AtLeastOne] = 2048
 
 
 @dataclass
+class ArchiveConfig:
+    # CDX endpoint asked for the captures of a URL: a pywb collection's (http://HOST/COLL/cdx), Common Crawl's
+    # index server (https://index.commoncrawl.org/CC-MAIN-2016-50-index) or the Wayback Machine's
+    # (https://web.archive.org/cdx/search/cdx).
+    cdx_url: str = ""
+    # Its answer format: "pywb" (pywb and Common Crawl: output=json, one JSON object per line) or "wayback"
+    # (the Wayback Machine's CDX server: output=json, an array of rows after a header row).
+    dialect: Literal["pywb", "wayback"] = "pywb"
+    # Raw captures as replay URLs {replay_url}{timestamp}id_/{url} (pywb: http://HOST/COLL/, Wayback:
+    # https://web.archive.org/web/). Set this or warc_url.
+    replay_url: str = ""
+    # Raw captures as byte ranges of {warc_url}{filename} from the CDX row's filename, offset and length (Common
+    # Crawl: https://data.commoncrawl.org/). Relative to cdx_url when it has no host. Set this or replay_url.
+    warc_url: str = ""
+    # Captures farther than this from the submission's created_utc are not used.
+    max_distance_days: Annotated[float, NonNegative] = 365.0
+    # Captures asked of the CDX per URL, closest to the submission time first.
+    max_captures: Annotated[int, AtLeastOne] = 25
+    # Requests in flight at once to one archive host, per crawl task (the archive sees up to tasks x this).
+    concurrency: Annotated[int, AtLeastOne] = 4
+    # Minimum seconds between two requests to one archive host, per crawl task: after the previous one's
+    # start and its end.
+    delay_s: Annotated[float, NonNegative] = 0.25
+    # Retries after a connection error, 408, 429 or 5xx from an archive host; the first backoff in seconds
+    # (doubles each retry, jittered); Retry-After is honoured up to max_retry_after_s, a longer one gives up.
+    max_retries: Annotated[int, NonNegative] = 5
+    backoff_base_s: Annotated[float, NonNegative] = 2.0
+    max_retry_after_s: Annotated[float, NonNegative] = 300.0
+
+    def check(self) -> None:
+        if self.cdx_url and bool(self.replay_url) == bool(self.warc_url):
+            raise ConfigError(f"crawl.archive.cdx_url={self.cdx_url!r} needs exactly one of crawl.archive.replay_url "
+                              f"(replay id_ URLs) and crawl.archive.warc_url (WARC byte ranges)")
+        if self.warc_url and self.dialect == "wayback":
+            raise ConfigError("crawl.archive.warc_url needs dialect \"pywb\": the Wayback CDX server gives no "
+                              "filename, offset and length; use crawl.archive.replay_url with it")
+
+
+@dataclass
+class HostOverride:
+    # Minimum seconds between two requests to this host, instead of crawl.per_host_delay_s.
+    delay_s: Annotated[float, NonNegative]
+    # Keep delay_s even when the host's robots.txt asks for a longer Crawl-delay.
+    force: bool = False
+
+
+@dataclass
 class CrawlConfig:
+    # Where pages come from: "live" (the web as it is now), "archive" (the capture nearest the submission
+    # time, from crawl.archive) or "live_then_archive" (live; the archive when the live fetch finds no host,
+    # no connection, no robots.txt answer, 404 or 410).
+    source: Literal["live", "archive", "live_then_archive"] = "live"
     # User-Agent sent with every request and matched against robots.txt rules.
     user_agent: str = "webtext-crawler/0.1 (+https://github.com/webtext/webtext)"
     # Requests in flight at once to one host.
@@ -137,9 +191,9 @@ class CrawlConfig:
     delay_jitter: Annotated[float, NonNegative] = 0.5
     # robots.txt Crawl-delay is honoured up to this many seconds.
     max_crawl_delay_s: Annotated[float, NonNegative] = 10.0
-    # Hosts crawled concurrently by one task. Politeness caps each host near one request per 1.35 s, so this
-    # sets a task's top speed (1024 hosts of 4 pages: ~745 pages/s); 2 tasks of 1024 measured 926-949 pages/s
-    # in benchmarks/crawl.py, of 512 207-625. Bodies held: up to this x page size (peak RSS ~270 MB a task).
+    # Hosts crawled concurrently by one task. Politeness caps each host near one request per
+    # per_host_delay_s x (1 + delay_jitter / 2) plus its response time, so this sets a task's top speed
+    # (benchmarks/crawl.py measures it). Bodies held: up to this x page size.
     hosts_in_flight: Annotated[int, AtLeastOne] = 1024
     # Seconds to establish a TCP (and TLS) connection.
     connect_timeout_s: Annotated[float, Positive] = 10.0
@@ -167,6 +221,17 @@ class CrawlConfig:
     robots_max_bytes: Annotated[int, AtLeastOne] = 500_000
     # Content types accepted (after sniffing).
     content_types: list[str] = field(default_factory=lambda: ["text/html", "application/xhtml+xml"])
+    # Per-host politeness instead of per_host_delay_s, e.g. {"news.bbc.co.uk" = {delay_s = 0.25}}; a
+    # robots.txt Crawl-delay still wins unless force = true. `webtext crawl --plan` shows what they change.
+    host_overrides: dict[str, HostOverride] = field(default_factory=dict)
+    # The web archive: its CDX index, how captures are fetched, and its own politeness ([crawl.archive]).
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+
+    def check(self) -> None:
+        if self.source != "live" and not self.archive.cdx_url:
+            raise ConfigError(f"crawl.source={self.source!r} needs crawl.archive.cdx_url (and replay_url or "
+                              f"warc_url); see the README's archive section")
+        self.archive.check()
 
 
 @dataclass
@@ -241,6 +306,25 @@ class DedupConfig:
 
 
 @dataclass
+class DecontaminateConfig:
+    # Off: tokenize reads the dedup output directly.
+    enabled: bool = True
+    # Eval sets removed from the corpus (GPT-3's appendix C), their files located as [eval] locates them; with
+    # eval.data_dir empty, documents pass through unchanged (the stage says so).
+    tasks: list[TaskName] = field(default_factory=lambda: ["lambada", "hellaswag", "wikitext"])
+    # Words per n-gram (GPT-3: 13; words are lowercased, punctuation stripped, split on whitespace).
+    ngram: Annotated[int, AtLeastOne] = 13
+    # Characters removed on each side of a matching n-gram; the document is split there.
+    context_chars: Annotated[int, NonNegative] = 200
+    # Pieces of a split document shorter than this many characters are dropped.
+    min_piece_chars: Annotated[int, NonNegative] = 200
+    # A document split more than this many times is dropped whole (contaminated).
+    max_splits: Annotated[int, NonNegative] = 10
+    # Eval n-grams found in more than this many corpus documents are common phrases, not leaks: ignored.
+    max_doc_frequency: Annotated[int, AtLeastOne] = 10
+
+
+@dataclass
 class TokenizeConfig:
     # Tokens per shard file (the last shard of each split holds the rest); at most 2**31-1 (int32 header).
     shard_tokens: Annotated[int, Range(ge=1, le=2**31 - 1)] = 100_000_000
@@ -257,7 +341,8 @@ class TrainConfig:
     use_gpu: bool = True
     # Total optimizer steps (with the default 524,288 tokens per step, 10,000 steps are 5.2B tokens).
     max_steps: Annotated[int, AtLeastOne] = 10_000
-    # Sequences per worker per micro-step (16 x 1024 fits an 80 GB GPU for gpt2 in bf16).
+    # Sequences per worker per micro-step (lower it if a step runs out of GPU memory; gradient accumulation
+    # keeps tokens_per_step).
     micro_batch_size: Annotated[int, AtLeastOne] = 16
     # Context length used for training (<= the model's 1024; gpt2-tiny has 256).
     seq_len: Annotated[int, AtLeastOne] = 1024
@@ -294,6 +379,10 @@ class TrainConfig:
     # Fault injection for tests and drills: the last rank hard-exits (os._exit) when it reaches this step,
     # only in an attempt that started from scratch, so the restart from the checkpoint then completes. 0 = off.
     crash_at_step: Annotated[int, NonNegative] = 0
+    # Eval tasks scored every eval_every steps beside the val loss (files as [eval] locates them), on the
+    # first eval_items items of each, into metrics.jsonl and the loss plot; [] scores none.
+    eval_tasks: list[TaskName] = field(default_factory=list)
+    eval_items: Annotated[int, AtLeastOne] = 500
     # Checkpoints record the fingerprint of the token manifest they were trained on; a run whose manifest
     # has changed (retokenized or new data) starts from scratch unless this is true, and then says it resumed.
     resume_on_changed_data: bool = False
@@ -358,6 +447,38 @@ class FinetuneConfig:
 
 
 @dataclass
+class EvalConfig:
+    # Folder of the eval sets; "" = none (the eval stage of `webtext run` is then skipped and says so). A
+    # relative path is under the run directory; `webtext eval --data-dir D` (relative to the current
+    # directory) overrides it. Nothing is downloaded.
+    data_dir: str = ""
+    # Each task's file, relative to data_dir or absolute (formats: training/evaluation/tasks.py).
+    lambada_file: str = "lambada_test.jsonl"
+    hellaswag_file: str = "hellaswag_val.jsonl"
+    wikitext_file: str = "wiki.test.tokens"
+    text_file: str = ""
+    # Few-shot demonstrations are drawn from these files; "" draws them from the evaluated file itself,
+    # never the item itself (LAMBADA has no training split; GPT-3 drew from its development set).
+    lambada_shots_file: str = ""
+    hellaswag_shots_file: str = "hellaswag_train.jsonl"
+    # Tasks `webtext run` evaluates after training (`webtext eval` takes --tasks).
+    tasks: list[TaskName] = field(default_factory=lambda: ["lambada", "hellaswag", "wikitext"])
+    # Demonstrations per item (GPT-3's K; 0 = zero-shot) and items per task (the first N; 0 = all).
+    shots: Annotated[int, NonNegative] = 0
+    limit: Annotated[int, NonNegative] = 0
+    # Seed of the demonstrations drawn for each item.
+    seed: int = 1234
+    # Tokens each perplexity window predicts; 0 = the model's context (disjoint windows, as the harness).
+    stride: Annotated[int, NonNegative] = 0
+    # Scoring workers: 0 = one per GPU of the cluster, or, when it has none, one per cpus_per_worker of its
+    # CPUs (never more than there are batches); CPUs (torch threads) per CPU worker.
+    num_workers: Annotated[int, NonNegative] = 0
+    cpus_per_worker: Annotated[int, AtLeastOne] = 1
+    # Tokens per forward pass (rows x longest row): speed and memory; scores change only by float rounding.
+    batch_tokens: Annotated[int, AtLeastOne] = 16384
+
+
+@dataclass
 class DevwebConfig:
     # Port of the dry-run web server on every 127.0.0.N host; 0 picks a free one when the web is built.
     port: Annotated[int, Range(ge=0, le=65535)] = 0
@@ -373,14 +494,28 @@ class DevwebConfig:
 
 
 @dataclass
+class StorageConfig:
+    # Endpoint of an S3-compatible server (http://host:port); "" uses $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL,
+    # else AWS. Credentials are never configured here: they come from the environment or ~/.aws, as for AWS tools.
+    endpoint_url: str = ""
+    # Region of the buckets; "" uses $AWS_REGION or $AWS_DEFAULT_REGION.
+    region: str = ""
+    # Attempts per object-store request: throttling (503 SlowDown), 5xx and timeouts are retried with backoff.
+    max_attempts: Annotated[int, AtLeastOne] = 5
+
+
+@dataclass
 class Config:
     ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     reddit: RedditConfig = field(default_factory=RedditConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     devweb: DevwebConfig = field(default_factory=DevwebConfig)
 
@@ -404,6 +539,14 @@ def _check_value(value, expected, where: str):
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
+    if dataclasses.is_dataclass(expected):
+        return _check_table(value, expected, where)
+    if origin is dict:
+        key_type, item_type = typing.get_args(expected)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_check_value(k, key_type, f"{where} key {k!r}"): _check_value(v, item_type, f"{where}[{k!r}]")
+                for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(expected)
         if not isinstance(value, list):
@@ -416,14 +559,42 @@ def _check_value(value, expected, where: str):
     return value
 
 
+def _check_table(value, table_type: type, where: str):
+    """A nested table (a dataclass): an instance is checked field by field, a dict is built into one."""
+    hints = typing.get_type_hints(table_type, include_extras=True)
+    if isinstance(value, table_type):
+        for key, hint in hints.items():
+            _check_value(getattr(value, key), hint, f"{where}.{key}")
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    unknown = [key for key in value if key not in hints]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; it has: {', '.join(hints)}")
+    required = [f.name for f in dataclasses.fields(table_type)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise ConfigError(f"{where}: {missing[0]} is required")
+    return table_type(**{key: _check_value(v, hints[key], f"{where}.{key}") for key, v in value.items()})
+
+
 def _apply(config: Config, section: str, key: str, value, source: str) -> None:
+    """Set `section.key` (a dotted key reaches into a nested table: crawl.archive.cdx_url), checked."""
     where = f"{source}: {section}.{key}"
     if section not in _SECTION_TYPES:
         raise ConfigError(f"{source}: unknown section [{section}]; known: {', '.join(_SECTION_TYPES)}")
-    hints = typing.get_type_hints(_SECTION_TYPES[section], include_extras=True)
-    if key not in hints:
-        raise ConfigError(f"{where}: unknown key; [{section}] has: {', '.join(hints)}")
-    setattr(getattr(config, section), key, _check_value(value, hints[key], where))
+    target, table_type, table = getattr(config, section), _SECTION_TYPES[section], section
+    *parents, name = key.split(".")
+    for part in parents:
+        hint = typing.get_type_hints(table_type, include_extras=True).get(part)
+        if hint is None or not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{where}: [{table}] has no table {part!r}")
+        target, table_type, table = getattr(target, part), hint, f"{table}.{part}"
+    hints = typing.get_type_hints(table_type, include_extras=True)
+    if name not in hints:
+        raise ConfigError(f"{where}: unknown key; [{table}] has: {', '.join(hints)}")
+    setattr(target, name, _check_value(value, hints[name], where))
 
 
 _SECTION_TYPES = {f.name: f.default_factory for f in dataclasses.fields(Config)}
@@ -486,15 +657,25 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)
+    if dataclasses.is_dataclass(value):
+        return _toml_value(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def _toml_table(name: str, values) -> list[str]:
+    """`[name]` with its keys, then its nested tables as `[name.key]` (TOML puts keys before subtables)."""
+    lines, nested = [f"[{name}]"], []
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if dataclasses.is_dataclass(value):
+            nested += _toml_table(f"{name}.{f.name}", value)
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return lines + [""] + nested
 
 
 def dump_config(config: Config) -> str:
     """The whole configuration as TOML that load_config reads back to an equal Config."""
-    lines = []
-    for section in _SECTION_TYPES:
-        lines.append(f"[{section}]")
-        for key, value in dataclasses.asdict(getattr(config, section)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(line for section in _SECTION_TYPES for line in _toml_table(section, getattr(config, section)))

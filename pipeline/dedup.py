@@ -228,7 +228,7 @@ def _node_dtype(id_width: int, num_perm: int) -> np.dtype:
 
 def _sign_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     config = ctx.config.dedup
-    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    docs = storage.parquet_file(ctx.path(spec["docs"]))
     ids = [i.encode() for i in docs.read(columns=["doc_id"]).column("doc_id").fill_null("").to_pylist()]
     num_docs = len(ids)
     id_width = max([len(i) for i in ids] + [1])
@@ -305,7 +305,7 @@ def _write_keys(path: Path, keys: dict[str, np.ndarray], num_buckets: int) -> No
 def _read_bucket(ctx: RunContext, num_parts: int, bucket: int) -> dict[str, np.ndarray]:
     parts = []
     for p in range(num_parts):
-        f = pq.ParquetFile(ctx.part_path(SIGN_PHASE, p, "keys.parquet"))
+        f = storage.parquet_file(ctx.part_path(SIGN_PHASE, p, "keys.parquet"))
         groups = [i for i in range(f.num_row_groups) if _row_group_has(f, i, bucket)]
         table = f.read_row_groups(groups, columns=["bucket", "band", "k0", "k1", "row"])
         table = table.filter(pc.equal(table.column("bucket"), bucket))
@@ -325,7 +325,7 @@ def _load_nodes(ctx: RunContext, node_key: np.ndarray) -> dict[str, np.ndarray]:
     part, row = node_key >> 32, node_key & 0xFFFFFFFF
     fields = {"doc_id": [], "score_sum": [], "chars": [], "text_hash": [], "sig": []}
     for p in np.unique(part):
-        records = np.load(ctx.part_path(SIGN_PHASE, int(p), "npy"), mmap_mode="r")[row[part == p]]
+        records = np.load(storage.local_copy(ctx.part_path(SIGN_PHASE, int(p), "npy")), mmap_mode="r")[row[part == p]]
         for name in fields:
             fields[name].append(np.asarray(records[name]))
     nodes = {name: np.concatenate(values) for name, values in fields.items()} if len(node_key) else {
@@ -421,8 +421,8 @@ def _cluster(ctx: RunContext, num_buckets: int, num_parts: int) -> dict:
 
 
 def _write_survivors(spec: dict, ctx: RunContext) -> PartitionResult:
-    clusters = pq.read_table(ctx.path(spec["clusters"]))
-    docs = pq.ParquetFile(ctx.path(spec["docs"]))
+    clusters = storage.read_parquet(ctx.path(spec["clusters"]))
+    docs = storage.parquet_file(ctx.path(spec["docs"]))
     schema = docs.schema_arrow.append(pa.field("cluster_id", pa.string())).append(pa.field("cluster_size", pa.int32()))
     counts = {"in": 0, "out": 0, "duplicate_exact": 0, "duplicate_fuzzy": 0}
     out_path = ctx.part_path(DOCS_PHASE, spec["index"], "parquet")

@@ -10,7 +10,16 @@
 - `truth.jsonl`: one row per linked URL: url (normalized, as the urls stage writes it), kind, title,
   text (the article's true text, "" for pages without one), language, dup_group (pages sharing a
   group are exact or near duplicates of each other), expected (the crawl/extract outcome a correct
-  pipeline gives: "doc", or the reason it is not a document).
+  pipeline gives: "doc", or the reason it is not a document);
+- `archive/`: the dry-run web archive, `devweb.warc.gz` and its CDX rows `index.jsonl`: captures of the
+  "archived" pages (dead live: the server answers 404), each taken ARCHIVE_LEAD_DAYS before its
+  submission. `serving` serves it Common-Crawl-style (pipeline/devarchive.py: /cdx and /warcs/<file> with
+  byte ranges) on ARCHIVE_HOST at the same port, so `crawl.source = "live_then_archive"` (the dry-run
+  config) fetches those dead links from it.
+- `eval/`: small eval sets in their published formats (`lambada_test.jsonl`, `hellaswag_val.jsonl` with
+  ctx_a/ctx_b, `hellaswag_train.jsonl` for few-shot demonstrations, a WikiText-style `wiki.test.tokens`),
+  half of their items made from paragraphs the article pages carry (so decontamination must find them)
+  and half from paragraphs no page carries (`write_eval_sets`); the dry-run config points [eval] there.
 
 Hosts are 127.0.0.2 .. 127.0.0.(1 + hosts), all on one port, so the crawl sees many distinct hosts and
 its per-host politeness is exercised. Article prose is the standard library's own documentation
@@ -22,7 +31,7 @@ footer around the article), near_dup (an article with a few words changed, in an
 another host), exact_dup (the same article text, another template), redirect (301 to an article),
 non_english, junk (link farms, keyword lists, too-short stubs), robots_disallowed, slow (answers after
 `slow_seconds`), error_500, not_found, reset (connection closed mid-body), huge (a body past the dry
-run's size cap), pdf (a non-HTML content type).
+run's size cap), pdf (a non-HTML content type), archived (an article only the archive holds).
 """
 
 from __future__ import annotations
@@ -108,6 +117,9 @@ FOREIGN = {
 }
 
 TEMPLATES = ("magazine", "blog", "portal")
+ARCHIVED_PAGES = 3  # dead links the dry-run archive holds
+ARCHIVE_LEAD_DAYS = 5  # an archived page was captured this long before its submission
+ARCHIVE_HOST = "127.0.2.1"  # where the dry-run archive listens (devweb.port), outside 127.0.0.2-251
 SITE_NAMES = ["Daily Ledger", "Tech Review", "City Herald", "Open Notes", "The Courier", "Field Report"]
 
 
@@ -235,8 +247,7 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
     """Every page of the dry-run web, with its truth; deterministic for a given config."""
     rng = random.Random(config.seed)
     hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
-    pool = prose_paragraphs()
-    rng.shuffle(pool)
+    pool = shuffled_prose(rng)
     pages: list[Page] = []
 
     def add_article(index: int, paragraphs: list[str], kind: str, group: str | None, host: str, template: str):
@@ -276,6 +287,57 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
     return pages
 
 
+def shuffled_prose(rng: random.Random) -> list[str]:
+    """The prose paragraphs in the order plan_pages deals them to articles (5 each, from the start)."""
+    pool = prose_paragraphs()
+    rng.shuffle(pool)
+    return pool
+
+
+def write_eval_sets(out_dir: Path, config: DevwebConfig) -> None:
+    """Small LAMBADA, HellaSwag and WikiText files in their published formats: items made from article
+    paragraphs (in the corpus) and from the paragraphs left over (not in it), alternately (WikiText:
+    articles of three paragraphs, all from one side)."""
+    pool = shuffled_prose(random.Random(config.seed))
+    used = 5 * min(config.num_articles, len(pool) // 5)
+    seen, unseen = pool[:used:4], pool[used + 5 * ARCHIVED_PAGES:]  # the archived pages carry the next ones
+    mixed = [p for pair in zip(seen, unseen) for p in pair]
+    rng = random.Random(config.seed + 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lambada = [{"text": p.rstrip(".")} for p in mixed[:24]]
+    (out_dir / "lambada_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lambada))
+    long_enough = [p for p in mixed[24:] if len(p.split()) >= 40]  # a context of 28 words, endings of 10
+    val, train = long_enough[:24], [p for p in unseen[40:] if len(p.split()) >= 40][:12]
+    for name, paragraphs in (("hellaswag_val.jsonl", val), ("hellaswag_train.jsonl", train)):
+        rows = [_hellaswag_item(rng, i, p, [q for q in paragraphs if q != p]) for i, p in enumerate(paragraphs)]
+        (out_dir / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen_rest, unseen_rest = ([p for p in group if p not in val and p not in train and p not in mixed[:24]]
+                              for group in (seen, unseen[:40]))
+    articles = [seen_rest[:3], unseen_rest[:3], seen_rest[3:6], unseen_rest[3:6]]
+    (out_dir / "wiki.test.tokens").write_text("".join(
+        f" = {_title(a)} = \n \n" + "".join(f" {_wikitext_tokens(p)} \n" for p in a) + " \n" for a in articles if a))
+
+
+def _hellaswag_item(rng: random.Random, index: int, paragraph: str, others: list[str]) -> dict:
+    """A HellaSwag-format item: 25 words, 3 more (ctx_b), then the true 10 and 3 other paragraphs' 10."""
+    def span(text: str) -> str:
+        return " ".join(text.split()[28:38])
+
+    label = rng.randrange(4)
+    endings = [span(p) for p in rng.sample(others, 3)]
+    endings.insert(label, span(paragraph))
+    words = paragraph.split()
+    return {"ind": index, "activity_label": "Reading the manual", "ctx_a": " ".join(words[:25]),
+            "ctx_b": " ".join(words[25:28]).lower(), "endings": endings, "label": label, "split": "val",
+            "split_type": "indomain", "source_id": f"devweb~{index}"}
+
+
+def _wikitext_tokens(paragraph: str) -> str:
+    """A paragraph as WikiText writes it: punctuation split off by spaces, hyphens as " @-@ "."""
+    text = re.sub(r"(?<=\w)-(?=\w)", " @-@ ", paragraph)
+    return " ".join(re.sub(r"([.,;:!?()\"])", r" \1 ", text).split())
+
+
 def _junk_pages(rng: random.Random, hosts: list[str]) -> list[Page]:
     links = "".join(f'<a href="/p/{rng.randrange(10**6)}">Cheap deals {i}</a><br>' for i in range(80))
     keywords = " ".join(rng.choice(["buy", "cheap", "best", "deal", "casino", "free", "win", "now"])
@@ -311,6 +373,23 @@ def _broken_pages(rng: random.Random, hosts: list[str], pages: list[Page], confi
     ]
 
 
+def archived_pages(config: DevwebConfig) -> list[Page]:
+    """Articles that are dead live (the server answers 404) but held by the dry-run archive, from the prose
+    the live articles left unused."""
+    hosts = [f"127.0.0.{2 + i}" for i in range(config.hosts)]
+    pool = shuffled_prose(random.Random(config.seed))  # the live articles take the first paragraphs
+    unused = pool[min(config.num_articles, len(pool) // 5) * 5:]
+    rng = random.Random(config.seed + 2)
+    pages = []
+    for i in range(min(ARCHIVED_PAGES, len(unused) // 5)):
+        paragraphs = unused[i * 5:(i + 1) * 5]
+        title, template = _title(paragraphs), TEMPLATES[i % 3]
+        body = article_html(rng, title, paragraphs, SITE_NAMES[i % len(SITE_NAMES)], template)
+        pages.append(Page(host=hosts[i % len(hosts)], path=f"/{template}/archived-{i:02d}.html", kind="archived",
+                          body=body, title=title, text="\n".join(paragraphs), score=rng.randrange(3, 400)))
+    return pages
+
+
 def _submission(rng: random.Random, i: int, url: str, score: int, **extra) -> dict:
     record = {"id": f"dw{i:05d}", "subreddit": rng.choice(["news", "technology", "science", "worldnews"]),
               "title": f"Submission {i}", "url": url, "score": score, "is_self": False, "over_18": False,
@@ -319,8 +398,9 @@ def _submission(rng: random.Random, i: int, url: str, score: int, **extra) -> di
     return record
 
 
-def dump_lines(rng: random.Random, pages: list[Page], port: int) -> list[bytes]:
-    """The Reddit dump: one submission per page, plus records every reddit-stage rule must drop."""
+def dump_lines(rng: random.Random, pages: list[Page], port: int, archived: list[Page] = ()) -> list[bytes]:
+    """The Reddit dump: one submission per page, plus records every reddit-stage rule must drop, then one per
+    archived page."""
     records = [_submission(rng, i, f"http://{p.host}:{port}{p.path}", p.score) for i, p in enumerate(pages)]
     n = len(records)
     first = f"http://{pages[0].host}:{port}{pages[0].path}"
@@ -334,6 +414,7 @@ def dump_lines(rng: random.Random, pages: list[Page], port: int) -> list[bytes]:
         _submission(rng, n + 6, "ftp://files.example.org/a.txt", 9),
         _submission(rng, n + 7, f"http://{pages[7].host}:{port}/deleted.html", 30, removed_by_category="deleted"),
     ]
+    records += [_submission(rng, n + 8 + i, f"http://{p.host}:{port}{p.path}", p.score) for i, p in enumerate(archived)]
     lines = [json.dumps(r, sort_keys=True).encode() for r in records]
     lines.insert(len(lines) // 2, b'{"id": "broken", "url": ')
     return lines
@@ -363,9 +444,39 @@ def build(out_dir: str | Path, port: int, config: DevwebConfig, reddit: RedditCo
             f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
                                 "language": page.language, "dup_group": page.dup_group,
                                 "expected": page.expected}, sort_keys=True) + "\n")
-    data = b"\n".join(dump_lines(rng, pages, port)) + b"\n"
+    archived = archived_pages(config)
+    lines = dump_lines(rng, pages, port, archived)
+    data = b"\n".join(lines) + b"\n"
     (out_dir / "RS_devweb.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    write_archive(out_dir / "archive", archived, lines, port)
+    with open(out_dir / "truth.jsonl", "a") as f:
+        for page in archived:
+            url, _ = normalize_url(f"http://{page.host}:{port}{page.path}", tracking)
+            f.write(json.dumps({"url": url, "kind": page.kind, "title": page.title, "text": page.text,
+                                "language": page.language, "dup_group": None, "expected": "doc"}, sort_keys=True) + "\n")
+    write_eval_sets(out_dir / "eval", config)
     return out_dir
+
+
+def write_archive(archive_dir: Path, archived: list[Page], lines: list[bytes], port: int) -> None:
+    """The dry-run archive: each archived page captured ARCHIVE_LEAD_DAYS before its submission, as WARC and a
+    CDX index (pipeline/devarchive.py serves them Common-Crawl-style on ARCHIVE_HOST)."""
+    from datetime import datetime, timedelta, timezone
+
+    from pipeline import devarchive
+
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    submitted = {}
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            submitted[record["url"]] = record["created_utc"]
+    captures = []
+    for page in archived:
+        url = f"http://{page.host}:{port}{page.path}"
+        when = datetime.fromtimestamp(submitted[url], timezone.utc) - timedelta(days=ARCHIVE_LEAD_DAYS)
+        captures.append(devarchive.Capture(url, when, page.body))
+    devarchive.write_index(archive_dir, devarchive.write_warc(archive_dir / "devweb.warc.gz", captures))
 
 
 def free_port() -> int:
@@ -417,10 +528,19 @@ def serving(out_dir: str | Path):
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(_make_app(out_dir, site), access_log=None)
 
+    archive = None
+    if (out_dir / "archive" / "index.jsonl").exists():
+        from pipeline import devarchive
+
+        archive = web.AppRunner(devarchive.archive_app(out_dir / "archive"), access_log=None)
+
     async def start():
         await runner.setup()
         for host in site["hosts"]:
             await web.TCPSite(runner, host, site["port"]).start()
+        if archive is not None:
+            await archive.setup()
+            await web.TCPSite(archive, ARCHIVE_HOST, site["port"]).start()
 
     thread = threading.Thread(target=loop.run_forever, name="devweb", daemon=True)
     thread.start()
@@ -429,6 +549,8 @@ def serving(out_dir: str | Path):
         yield site
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        if archive is not None:
+            asyncio.run_coroutine_threadsafe(archive.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
 
@@ -481,6 +603,11 @@ def score_run(run_dir: Path, plots: Path):
                                    "expected_docs_found": found, "expected_docs": len(expected)}
         section.lines.append(f"extraction vs truth: F1 {f1:.3f} (precision {precision:.3f}, recall {recall:.3f}) "
                              f"over {len(pairs)} pages; {found}/{len(expected)} expected documents kept")
+    archived = {u for u, t in truth.items() if t["kind"] == "archived"}
+    if docs is not None and archived:
+        served = len(archived & {d["url"] for d in docs})
+        section.data["archive"] = {"dead_links": len(archived), "served_from_archive": served}
+        section.lines.append(f"dead links served from the archive: {served}/{len(archived)} kept as documents")
     clusters = read_rows(run_dir, "dedup/clusters.parquet", ["doc_id", "cluster_id"])
     if docs is not None and clusters is not None:
         cluster_of = {c["doc_id"]: c["cluster_id"] for c in clusters}

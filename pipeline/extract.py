@@ -13,7 +13,8 @@ Output `docs/part-NNNNN.parquet`, sorted by doc_id, one row per kept document:
     date (str|null, YYYY-MM-DD), author (str|null), language (str), language_score (float64, probability),
     chars (int64), words (int64, whitespace tokens), extractor (str: trafilatura|newspaper|resiliparse),
     score_sum (int64), score_max (int64), num_submissions (int32), reddit_ids (list<str>),
-    subreddits (list<str>), created_utc (int64), warc_file (str), warc_offset (int64), fetched_at (str)
+    subreddits (list<str>), created_utc (int64), warc_file (str), warc_offset (int64), fetched_at (str),
+    source, capture_time, archive_url (str or null: the crawl log's provenance, "archive" with the capture)
 
 `docs/rejects/part-NNNNN.parquet` (url, reason, detail), sorted by url, one row per dropped document.
 Reasons (counted in the commit and `docs/stats.json`): warc_unreadable, binary, extract_timeout,
@@ -183,6 +184,7 @@ DOC_SCHEMA = pa.schema([
     ("extractor", pa.string()), ("score_sum", pa.int64()), ("score_max", pa.int64()),
     ("num_submissions", pa.int32()), ("reddit_ids", pa.list_(pa.string())), ("subreddits", pa.list_(pa.string())),
     ("created_utc", pa.int64()), ("warc_file", pa.string()), ("warc_offset", pa.int64()), ("fetched_at", pa.string()),
+    ("source", pa.string()), ("capture_time", pa.string()), ("archive_url", pa.string()),
 ])
 REJECT_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 URL_META_COLUMNS = ["url", "domain", "score_sum", "score_max", "num_submissions", "reddit_ids", "subreddits", "created_utc"]
@@ -635,7 +637,11 @@ def batch_outcomes(batch: list[dict], worker: IsolatedWorker, ctx: RunContext) -
 def extract_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     """Crawl partition spec["index"] -> docs/part-i.parquet and docs/rejects/part-i.parquet."""
     config = ctx.config.extract
-    log = storage.read_parquet(ctx.path(spec["log"])).to_pylist()
+    try:
+        log = storage.read_parquet(ctx.path(spec["log"])).to_pylist()
+    except (OSError, ValueError) as err:  # pyarrow's errors for a cut-short or foreign file
+        raise StageError(f"{spec['log']}: unreadable crawl log ({err}); rerun {ctx.command('crawl')} to rebuild "
+                         "it") from None
     urls = {row["url"]: row for row in storage.read_parquet(ctx.path(spec["urls"]), columns=URL_META_COLUMNS).to_pylist()}
     rows = [row for row in log if row["reason"] == "ok"]
     missing = [row["url"] for row in rows if row["url"] not in urls]
@@ -666,6 +672,7 @@ def extract_partition(spec: dict, ctx: RunContext) -> PartitionResult:
                     "domain": meta["domain"] or urlsplit(row["url"]).hostname or "", **out,
                     **{k: meta[k] for k in URL_META_COLUMNS[2:]},
                     "warc_file": row["warc_file"], "warc_offset": row["warc_offset"], "fetched_at": row["fetched_at"],
+                    **{k: row.get(k) for k in ("source", "capture_time", "archive_url")},
                 })
         info["worker_starts"] = worker.starts
     info["extract_seconds"] = time.monotonic() - started

@@ -52,6 +52,14 @@ REASONS: dict[str, tuple[str, str]] = {
     "empty_body": ("crawl", "200 with no bytes"),
     "host_given_up": ("crawl", "the host failed `crawl.host_max_failures` URLs in a row"),
     "internal_error": ("crawl", "a bug: the URL and traceback are printed on stderr"),
+    "submission_time_missing": ("crawl", "an archive fetch needs the URL's `created_utc`, and it has none"),
+    "archive_no_capture": ("crawl", "the archive has no capture within `crawl.archive.max_distance_days` of the "
+                                    "submission"),
+    "archive_bad_capture": ("crawl", "the archive's captures in that window are none a 200 HTML page"),
+    "archive_unavailable": ("crawl", "the archive's CDX or replay failed or could not be reached (after retries)"),
+    "archive_truncated": ("crawl", "the archived record fetched is shorter than its index or headers say"),
+    "archive_record_invalid": ("crawl", "the index's filename, offset and length do not give one WARC response "
+                                        "record"),
     # extract: pages -> documents
     "warc_unreadable": ("extract", "the crawl log points at no readable WARC response record"),
     "binary": ("extract", "the body is not text in any charset"),
@@ -70,6 +78,10 @@ REASONS: dict[str, tuple[str, str]] = {
     # dedup: documents -> unique documents
     "duplicate_exact": ("dedup", "same normalized text as the cluster's survivor"),
     "duplicate_fuzzy": ("dedup", "a near-duplicate (MinHash LSH, verified Jaccard) of the cluster's survivor"),
+    # decontaminate: documents -> documents without eval passages
+    "contaminated": ("decontaminate", "split more than `decontaminate.max_splits` times by eval n-gram removals"),
+    "contaminated_fragments": ("decontaminate", "every piece left after removing eval passages is under "
+                                                "`decontaminate.min_piece_chars` characters"),
     # tokenize: documents -> token shards
     "empty_text": ("tokenize", "a document with no text"),
     "missing_doc_id": ("tokenize", "a document with no doc_id"),

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import glob
 import io
 import json
 import lzma
@@ -149,22 +148,21 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     """Files, directories and globs -> sorted, de-duplicated list of dump files; errors say which input."""
     files: set[str] = set()
     for item in inputs:
-        if "://" in item and not item.startswith("file://"):
-            raise ConfigError(f"--input {item}: {item.split('://')[0]}:// inputs are not supported; use a local "
-                              f"path (on a cluster, one every node mounts at the same path)")
-        path = Path(item.removeprefix("file://"))
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)]
-        elif path.is_file():
-            found = [path]
-        else:
-            found = [Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file()]
+        try:
+            found = storage.expand(item)
+        except ValueError as err:
+            raise ConfigError(f"--input {err}") from None
+        except storage.StorageError as err:
+            raise ConfigError(f"--input {err}") from None
+        single = len(found) == 1 and str(found[0]) in (item, str(storage.location(item)))
+        if not single:  # a folder or a glob: the dumps in it
+            found = [p for p in found if p.name.endswith(SUFFIXES)]
         if not found:
             raise ConfigError(f"--input {item}: no such file, or no {'/'.join(SUFFIXES)} files in it; check the path")
         for p in found:
             if not p.name.endswith(SUFFIXES):
                 raise ConfigError(f"--input {p}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
-            files.add(str(p.resolve()))
+            files.add(str(p))
     return sorted(files)
 
 
@@ -182,8 +180,8 @@ def _zstd_blocks(raw):
 
 
 def _blocks(path: str):
-    """Decompressed blocks of a dump file, whatever its compression."""
-    with open(path, "rb") as raw:
+    """Decompressed blocks of a dump file (local or an object, streamed), whatever its compression."""
+    with storage.open_read(storage.location(path)) as raw:
         if path.endswith(".zst"):
             yield from _zstd_blocks(raw)
             return
@@ -206,16 +204,16 @@ def read_line_batches(path: str, damage: list[tuple[str, bool]]):
     first = True
     while True:
         try:
-            block = next(blocks, b"")
+            block = next(blocks, None)
         except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as err:
             damage.append((f"{type(err).__name__}: {err}", bool(tail)))
             break
-        if not block:
+        if block is None:
             break
-        if first:
+        if first and block:
             block, first = block.removeprefix(UTF8_BOM), False
-            if not block:
-                continue
+        if not block:  # a compressed chunk that completed no block yet: not the end of the stream
+            continue
         lines = io.BytesIO(block).readlines()
         lines[0] = tail + lines[0]
         tail = b"" if lines[-1].endswith(b"\n") else lines.pop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+
+from pipeline import storage  # noqa: E402
 
 from pipeline.runner import RunContext  # noqa: E402
 from pipeline.stages import STAGES  # noqa: E402
@@ -53,10 +55,11 @@ def read_json(path: Path):
 
 def read_rows(run_dir: Path, pattern: str, columns: list[str]) -> list[dict] | None:
     """Rows of every Parquet file matching `pattern` under the run directory (None if there is none)."""
-    files = sorted(run_dir.glob(pattern))
+    folder, _, name = pattern.rpartition("/")
+    files = sorted((run_dir / folder if folder else run_dir).glob(name))
     if not files:
         return None
-    return [row for f in files for row in pq.read_table(f, columns=columns).to_pylist()]
+    return storage.read_parquet(files, columns).to_pylist()
 
 
 def bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> None:
@@ -64,9 +67,7 @@ def bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: 
     ax.barh(labels[::-1], values[::-1], color="#4c72b0")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def hist(path: Path, values: list[float], title: str, xlabel: str, log: bool = False) -> None:
@@ -74,9 +75,16 @@ def hist(path: Path, values: list[float], title: str, xlabel: str, log: bool = F
     ax.hist(values, bins=40, color="#55a868", log=log)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """A figure as PNG at `path` (a local file or an object)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(path, png.getvalue())
 
 
 def stage_stats(run_dir: Path) -> dict:
@@ -94,11 +102,12 @@ def funnel_section(run_dir: Path, plots: Path) -> Section:
     stages = stage_stats(run_dir)
     section = Section("stages", data=stages)
     counted = {name: stats for name, stats in stages.items() if "records_in" in stats}
-    section.lines = [f"{'stage':<10} {'in':>9} {'out':>9}  dropped by reason", "-" * 78]
+    width = max([10, *map(len, counted)])
+    section.lines = [f"{'stage':<{width}} {'in':>9} {'out':>9}  dropped by reason", "-" * 78]
     for name, stats in counted.items():
         drops = sorted(((k, v) for k, v in stats.get("dropped", {}).items() if v), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{k}={v}" for k, v in drops) or "-"
-        section.lines.append(f"{name:<10} {stats['records_in']:>9} {stats['records_out']:>9}  {reasons}")
+        section.lines.append(f"{name:<{width}} {stats['records_in']:>9} {stats['records_out']:>9}  {reasons}")
         if drops:
             bar(plots / f"drops-{name}.png", [k for k, _ in drops], [v for _, v in drops],
                 f"{name}: dropped by reason", "records")
@@ -160,7 +169,7 @@ def main() -> None:
     from pipeline import devweb
     from pipeline.config import load_config
 
-    run_dir = Path(args.run_dir).resolve()
+    run_dir = storage.location(args.run_dir)
     scorers = [devweb.score_run] if devweb.was_used(run_dir) else []
     found = write_report(RunContext(run_dir=run_dir, config=load_config(run_dir / "config.toml")), scorers)
     print(summary_table(found))

@@ -38,6 +38,8 @@ import json
 import os
 import socket
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,7 @@ from typing import Any, Callable, Iterator
 import ray
 
 from pipeline import stages, storage
+from pipeline.storage import AnyPath, ObjectPath, StorageError
 from pipeline.config import Config, ConfigError, dump_config, validate
 from pipeline.reasons import is_reason
 
@@ -64,18 +67,21 @@ class RunDirError(ConfigError):
 class RunContext:
     """What every task needs: where the run lives, how it is configured, which stage is running."""
 
-    run_dir: Path
+    run_dir: AnyPath
     config: Config
     stage: str = ""
 
-    def path(self, *parts: str) -> Path:
+    def path(self, *parts: str) -> AnyPath:
+        """A path in the run directory; an absolute path or a URI (an input file) stays what it is."""
+        if len(parts) == 1 and ("://" in parts[0] or parts[0].startswith("/")):
+            return storage.location(parts[0])
         return self.run_dir.joinpath(*parts)
 
-    def part_path(self, phase: str, index: int, ext: str) -> Path:
+    def part_path(self, phase: str, index: int, ext: str) -> AnyPath:
         return self.run_dir / phase / f"part-{index:05d}.{ext}"
 
-    def rel(self, path: Path) -> str:
-        return str(Path(path).relative_to(self.run_dir))
+    def rel(self, path: AnyPath) -> str:
+        return str(path.relative_to(self.run_dir))
 
     def command(self, stage: str) -> str:
         return f"`webtext {stage} --run-dir {self.run_dir}`"
@@ -84,102 +90,187 @@ class RunContext:
 @dataclass
 class PartitionResult:
     counts: dict[str, int]
-    files: list[Path] = field(default_factory=list)
+    files: list[AnyPath] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the run directory
 
 
-def resolve_run_dir(run_dir: str | Path) -> Path:
-    """A run directory argument as an absolute local path (file:// accepted); other URI schemes refused."""
-    text = str(run_dir)
-    scheme = text.split("://", 1)[0] if "://" in text else ""
-    if scheme == "file":
-        text = text[len("file://"):]
-    elif scheme:
-        raise RunDirError(f"--run-dir {text}: {scheme}:// run directories are not supported; use a local path "
-                          f"(on a cluster, one every node mounts at the same path)")
-    return Path(text).expanduser().resolve()
+def resolve_run_dir(run_dir: str | AnyPath) -> AnyPath:
+    """A run directory argument as an absolute local path (file:// accepted) or an object-store location."""
+    try:
+        return storage.location(run_dir)
+    except ValueError as err:
+        raise RunDirError(f"--run-dir {err}") from None
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
-    """The run directory as a local path, created if needed; RunDirError (one line, what to do) if unusable."""
+def check_run_dir(run_dir: str | AnyPath) -> AnyPath:
+    """The run directory, created if needed; RunDirError (one line, what to do) if it cannot be written."""
     path = resolve_run_dir(run_dir)
+    if storage.is_object(path):
+        return check_object_run_dir(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--run-dir {path}: is a file, not a directory; choose another path")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunDirError(f"--run-dir {path}: cannot create it ({err.strerror or err}); choose a writable path") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RunDirError(f"--run-dir {path}: not writable; fix its permissions or choose another path")
+    try:  # a probe, not os.access: root passes every permission check, yet a read-only mount refuses it
+        with tempfile.TemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise RunDirError(f"--run-dir {path}: not writable ({err.strerror or err}); fix its permissions or choose "
+                          f"another path") from None
     return path
 
 
-def open_run(run_dir: str | Path, config: Config) -> RunContext:
+def check_object_run_dir(path: ObjectPath) -> ObjectPath:
+    """An object-store run directory whose bucket exists and takes a write (a probe object, then removed)."""
+    bucket = ObjectPath(path.scheme, path.key.split("/")[0], path.options)
+    try:
+        if not bucket.is_dir():
+            raise RunDirError(f"--run-dir {path}: the bucket {bucket} does not exist (or these credentials cannot "
+                              f"see it); create it or fix the URI")
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except StorageError as err:
+        raise RunDirError(f"--run-dir {err}") from None
+    return path
+
+
+def open_run(run_dir: str | AnyPath, config: Config) -> RunContext:
     """Check the configuration and the run directory, then freeze the configuration into it."""
     validate(config)
+    storage.configure(**dataclasses.asdict(config.storage))
     path = check_run_dir(run_dir)
     storage.write_bytes(path / "config.toml", dump_config(config).encode())
     return RunContext(run_dir=path, config=config)
 
 
+def _holder(command: str) -> str:
+    return f"`{command}` (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})"
+
+
 class RunLock:
     """An exclusive lock on a run directory (`R/.lock`), held by one command at a time.
 
-    The lock is an flock on the file, so the kernel releases it when its holder dies, however it dies; the
-    file's text names the holder (host, pid, command, start) for the message a second writer gets. A lock
-    file left with text by a process that is gone is taken over with a warning.
+    On a local disk the lock is an flock on the file, so the kernel releases it when its holder dies,
+    however it dies; the file's text names the holder (host, pid, command, start) for the message a second
+    writer gets. A lock file left with text by a process that is gone is taken over with a warning. An
+    object store has no locks: there the lock is a lease (ObjectLease).
     """
 
-    def __init__(self, run_dir: Path, command: str):
-        self.path = Path(run_dir) / ".lock"
-        self.command = command
+    def __init__(self, run_dir: AnyPath, command: str):
+        self.run_dir, self.command = run_dir, command
         self.fd: int | None = None
+        self.lease: ObjectLease | None = None
 
     def __enter__(self) -> RunLock:
+        if storage.is_object(self.run_dir):
+            self.lease = ObjectLease(self.run_dir / ".lock", _holder(self.command)).acquire()
+            return self
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.run_dir / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunDirError(f"{self.path.parent} is in use by {holder}; wait for it to finish or stop it") from None
+            raise RunDirError(f"{self.run_dir} is in use by {holder}; wait for it to finish or stop it") from None
         stale = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         if stale:
             print(f"[run] warning: took over the lock of {stale}, which is no longer running", file=sys.stderr)
         os.ftruncate(fd, 0)
-        holder = (f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()}, since "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')})")
-        os.pwrite(fd, holder.encode(), 0)
+        os.pwrite(fd, _holder(self.command).encode(), 0)
         self.fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            return
         os.ftruncate(self.fd, 0)
         os.close(self.fd)
         self.fd = None
 
 
+class ObjectLease:
+    """A lock object on an object store: the holder's name, a token and an expiry it renews while it runs.
+
+    A second writer finds an unexpired lease and fails naming its holder; a lease its holder stopped renewing
+    (a crashed process, LEASE_S ago) is taken over with a warning. Two writers starting within the same
+    instant both write the object; each reads it back after CONFIRM_S and the one whose token is not there
+    gives up, so at most one proceeds.
+    """
+
+    LEASE_S, CONFIRM_S = 60.0, 1.0
+
+    def __init__(self, path: ObjectPath, holder: str):
+        self.path, self.holder = path, holder
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+        self.stop = threading.Event()
+        self.renewer: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_bytes())
+        except (StorageError, json.JSONDecodeError):
+            return None
+
+    def _write(self) -> None:
+        self.path.write_bytes(json.dumps({"holder": self.holder, "token": self.token,
+                                          "expires": time.time() + self.LEASE_S}).encode())
+
+    def acquire(self) -> ObjectLease:
+        current = self._read()
+        if current and current["expires"] > time.time():
+            raise RunDirError(f"{self.path.parent} is in use by {current['holder']}; wait for it to finish or stop it")
+        if current:
+            print(f"[run] warning: took over the lock of {current['holder']}, which stopped renewing it",
+                  file=sys.stderr)
+        self._write()
+        time.sleep(self.CONFIRM_S)
+        current = self._read()
+        if not current or current["token"] != self.token:
+            holder = current["holder"] if current else "another process"
+            raise RunDirError(f"{self.path.parent} is in use by {holder}; wait for it to finish or stop it")
+        self.renewer = threading.Thread(target=self._renew, name="run-lock-lease", daemon=True)
+        self.renewer.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self.stop.wait(self.LEASE_S / 3):
+            with contextlib.suppress(StorageError):
+                self._write()
+
+    def release(self) -> None:
+        self.stop.set()
+        self.renewer.join()
+        current = self._read()
+        if current and current["token"] == self.token:
+            self.path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def locked_run(run_dir: str | Path, config: Config, command: str) -> Iterator[RunContext]:
+def locked_run(run_dir: str | AnyPath, config: Config, command: str) -> Iterator[RunContext]:
     """open_run under the run directory's lock: a refused config or a busy run changes nothing in it."""
     validate(config)
+    storage.configure(**dataclasses.asdict(config.storage))
     with RunLock(check_run_dir(run_dir), command):
         yield open_run(run_dir, config)
 
 
 def run_stage(ctx: RunContext, name: str, **options) -> dict:
-    """Run registered stage `name`: its completion record is removed first and rewritten when it finishes."""
+    """Run registered stage `name` (its stats.json, the completion record, is rewritten when it finishes)."""
     stage = stages.stage(name)
     ctx = dataclasses.replace(ctx, stage=name)
     if not stage.enabled(ctx.config):
         print(f"[{name}] {stage.enabled_by} is false: skipped", file=sys.stderr)
         return write_stats(ctx, stage.folder, {"enabled": False})
-    ctx.path(stage.folder, "stats.json").unlink(missing_ok=True)
     return stage.function()(ctx, **options)
 
 
@@ -197,7 +288,7 @@ def ensure_ray(config: Config) -> None:
 # ---------------------------------------------------------------- file digests
 
 
-def file_record(path: Path, sha256: str | None = None) -> dict:
+def file_record(path: AnyPath, sha256: str | None = None) -> dict:
     """{size, mtime_ns, sha256} of a file: what a commit records of each file it writes or reads."""
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256 or storage.sha256_file(path)}
@@ -281,9 +372,12 @@ def rerun_reason(old: dict | None, config_fp: str, sections: tuple[str, ...], sp
         return "new"
     if old.get("config") != config_fp:
         return f"config [{', '.join(sections)}] changed"
-    changed = [n for n, r in reads.items() if old.get("reads", {}).get(n, {}).get("sha256") != r["sha256"]]
-    if changed:
-        return f"{changed[0]} changed" + (f" (+{len(changed) - 1} more)" if len(changed) > 1 else "")
+    before = old.get("reads", {})
+    added = [n for n in reads if n not in before]
+    changed = [n for n, r in reads.items() if n in before and before[n]["sha256"] != r["sha256"]]
+    for names, what in ((changed, "changed"), (added, "is a new input")):
+        if names:
+            return f"{names[0]} {what}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
     return "its inputs changed"
 
 
@@ -310,7 +404,7 @@ def _run_one(fn: Callable, spec: Any, ctx: RunContext, phase: str, index: int, f
         **fingerprints,
         "counts": dict(sorted(counts.items())),
         "info": dict(sorted(result.info.items())),
-        "files": {ctx.rel(p): file_record(Path(p)) for p in result.files},
+        "files": {ctx.rel(p): file_record(p) for p in result.files},
         "seconds": round(time.monotonic() - started, 3),
     }
     storage.write_json(_commit_path(ctx, phase, index), commit)
@@ -333,9 +427,10 @@ def _remove_orphans(ctx: RunContext, phase: str, commits: list[dict]) -> None:
             path.unlink()
 
 
-def remove_temporaries(folder: Path) -> None:
-    """Delete `.tmp-*` files (storage.atomic_path's) left under `folder` by killed tasks; none is running."""
-    if folder.is_dir():
+def remove_temporaries(folder: AnyPath) -> None:
+    """Delete `.tmp-*` files (storage.atomic_path's) left under `folder` by killed tasks; none is running.
+    An object store has none: an unfinished upload never becomes an object."""
+    if not storage.is_object(folder) and folder.is_dir():
         for path in folder.rglob(".tmp-*"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -375,6 +470,9 @@ def run_partitions(
         else:
             reasons[i] = rerun_reason(commit, config_fp, sections, specs[i], reads[i])
         commits.append(None)
+    owner = stages.owner_of(phase)
+    if reasons and owner:  # outputs are about to change: the stage is unfinished until its stats.json is rewritten
+        ctx.path(owner.folder, "stats.json").unlink(missing_ok=True)
     options = {"num_cpus": num_cpus, "max_retries": 3}
     if memory_mb:
         options["memory"] = memory_mb * 1024 * 1024

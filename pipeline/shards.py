@@ -81,8 +81,8 @@ class ShardWriter:
             writer.write(chunk)        # any number of times; writer.tokens counts them
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | storage.AnyPath):
+        self.path = storage.location(path)
         self.tokens = 0
 
     def __enter__(self) -> ShardWriter:
@@ -112,16 +112,17 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
         writer.write(tokens)
 
 
-def read_header(path: str | Path) -> int:
+def read_header(path: str | storage.AnyPath) -> int:
     """Validate the shard's header and size; return its token count."""
-    path = Path(path)
+    path = storage.location(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ShardError(f"{path}: shard file not found; rerun `webtext tokenize` for this run") from None
     if size < HEADER_BYTES:
         raise ShardError(f"{path}: truncated: {size} bytes is shorter than the {HEADER_BYTES}-byte header")
-    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    with storage.open_read(path) as f:
+        header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
     if header[0] != MAGIC:
         raise ShardError(f"{path}: bad magic {int(header[0])}, expected {MAGIC}: not an llm.c token shard")
     if header[1] != VERSION:
@@ -136,12 +137,14 @@ def read_header(path: str | Path) -> int:
     return count
 
 
-def read_shard(path: str | Path) -> np.ndarray:
-    """The shard's tokens as a read-only np.memmap of uint16, after validating header and size."""
+def read_shard(path: str | storage.AnyPath) -> np.ndarray:
+    """The shard's tokens as a read-only np.memmap of uint16, after validating header and size (a shard on an
+    object store is mapped from a local copy: storage.local_copy)."""
     count = read_header(path)
     if count == 0:
         return np.zeros(0, dtype=TOKEN_DTYPE)
-    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(count,))
+    return np.memmap(storage.local_copy(storage.location(path)), dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES,
+                     shape=(count,))
 
 
 @dataclass
@@ -205,9 +208,9 @@ def write_manifest(path: str | Path, manifest: ShardManifest) -> None:
     storage.write_json(path, manifest.to_json())
 
 
-def load_manifest(path: str | Path) -> ShardManifest:
+def load_manifest(path: str | storage.AnyPath) -> ShardManifest:
     """Read `manifest.json`; shard paths resolve against its folder."""
-    path = Path(path).resolve()
+    path = storage.location(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

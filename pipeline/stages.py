@@ -69,21 +69,39 @@ def _load(target: str):
 
 
 INPUT = Option(("--input",), dict(dest="inputs", nargs="+", required=True, help="dump files, directories or globs"))
+PLAN = Option(("--plan",), dict(action="store_true", help="print the projected makespan and the hosts that bound it; "
+                                "crawl nothing"))
+EVAL_OPTIONS = (
+    Option(("--tasks",), dict(required=True, help="comma-separated: lambada,hellaswag,wikitext,text")),
+    Option(("--checkpoint",), dict(help="a checkpoint file or step-N folder (default: the run's latest)")),
+    Option(("--hf",), dict(help="an HF-format GPT-2 folder (config.json + model.safetensors) instead")),
+    Option(("--shots",), dict(type=int, help="few-shot demonstrations per item (default eval.shots)")),
+    Option(("--limit",), dict(type=int, help="the first N items of each task (default eval.limit; 0 = all)")),
+    Option(("--data-dir",), dict(help="folder of the eval files (default eval.data_dir)")),
+    Option(("--clean-only",), dict(action="store_true", help="also score the items decontam/overlap.json calls clean")),
+)
 
 STAGES = (
     Stage("reddit", "urls", ("reddit",), (), "pipeline.reddit:run",
           "Pushshift dumps -> candidate URLs with karma >= 3", options=(INPUT,)),
     Stage("crawl", "crawl", ("crawl",), ("reddit",), "pipeline.crawl:run",
-          "fetch every URL politely into WARC files and a crawl log"),
+          "fetch every URL politely into WARC files and a crawl log", options=(PLAN,),
+          report="pipeline.crawl.stage:report_section"),
     Stage("extract", "docs", ("extract",), ("crawl", "reddit"), "pipeline.extract:run",
           "WARC -> main text, language and quality filters -> documents", dataset="docs"),
     Stage("dedup", "dedup", ("dedup",), ("extract",), "pipeline.dedup:run",
           "exact and MinHash LSH near-duplicate removal", dataset="dedup/docs", enabled_by="dedup.enabled",
           report="pipeline.dedup:report_section"),
-    Stage("tokenize", "tokens", ("tokenize",), ("dedup",), "pipeline.tokenize:run",
+    Stage("decontaminate", "decontam", ("decontaminate",), ("dedup",), "pipeline.decontaminate:run",
+          "remove eval passages (13-gram overlaps) from the documents", dataset="decontam/docs",
+          enabled_by="decontaminate.enabled", report="pipeline.decontaminate:report_section"),
+    Stage("tokenize", "tokens", ("tokenize",), ("decontaminate",), "pipeline.tokenize:run",
           "GPT-2 BPE -> llm.c token shards and manifest.json", report="pipeline.tokenize:report_section"),
     Stage("train", "train", ("train",), ("tokenize",), "training.train:run",
           "pretrain GPT-2 on the token shards with Ray Train", report="training.train:report_section"),
+    Stage("eval", "eval", ("eval",), ("train",), "training.evaluation.stage:run",
+          "score the trained (or an HF-format) GPT-2 on LAMBADA, HellaSwag, perplexity", options=EVAL_OPTIONS,
+          report="training.evaluation.stage:report_section"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -92,10 +110,10 @@ def stage(name: str) -> Stage:
     return BY_NAME[name]
 
 
-def owner_of(phase: str) -> Stage:
+def owner_of(phase: str) -> Stage | None:
     """The stage writing `phase` (a folder under the run directory): the one with the longest matching folder."""
     owners = [s for s in STAGES if phase == s.folder or phase.startswith(s.folder + "/")]
-    return max(owners, key=lambda s: len(s.folder))
+    return max(owners, key=lambda s: len(s.folder)) if owners else None
 
 
 def documents_source(config, name: str) -> Stage:

@@ -2,8 +2,9 @@
 
     webtext tokenize --run-dir runs/x
 
-Input: the documents of the nearest enabled document stage upstream (pipeline/stages.py): `dedup/docs/`,
-or `docs/` when `[dedup] enabled = false` (columns doc_id, text).
+Input: the documents of the nearest enabled document stage upstream (pipeline/stages.py):
+`decontam/docs/`, else `dedup/docs/` when `[decontaminate] enabled = false`, else `docs/` when
+`[dedup] enabled = false` too (columns doc_id, text).
 Output, in `R/tokens/`:
 
     train-NNNNN.bin, val-NNNNN.bin   shards of `[tokenize] shard_tokens` tokens each (the last one of a split
@@ -57,7 +58,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import stages, storage
 from pipeline.config import TokenizeConfig
@@ -127,7 +127,7 @@ def encode_partition(spec: dict, ctx: RunContext) -> PartitionResult:
     tokens_path = ctx.part_path(f"{PHASE}/_work", spec["index"], "bin")
     index_path = ctx.part_path(f"{PHASE}/_work", spec["index"], "parquet")
     encoding = get_encoding()
-    parquet = pq.ParquetFile(source)
+    parquet = storage.parquet_file(source)
     missing = {"doc_id", "text"} - set(parquet.schema_arrow.names)
     if missing:
         raise StageError(f"{source}: missing column(s) {sorted(missing)}; expected the docs schema (doc_id, text)")

@@ -10,6 +10,13 @@ import pytest
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "reddit"
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that runs stages on Ray is slow (`make test-fast` leaves them out), whichever fixture brings Ray."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray instance shared by every test that runs stages (ray.init costs ~7 s)."""

@@ -3,7 +3,7 @@
 The server (tests/hostile_server.py) is real and listens on several 127.0.0.N addresses, one "host" each.
 Tests that fetch from it set allow_private_networks; one shows the default config refuses loopback. No
 traffic leaves 127.0.0.0/8: the only names used are `localhost` and one under `.invalid`, both answered by
-pipeline/netsafe.py without a DNS query.
+pipeline/crawl/netsafe.py without a DNS query.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from hostile_server import JAPANESE, RUSSIAN, HostileServer, page_bytes
-from pipeline import crawl, netsafe, robots, storage
+from pipeline import crawl, storage
+from pipeline.crawl import netsafe, robots
 from pipeline.config import Config, CrawlConfig
 from pipeline.runner import open_run
 from upstream import commit_as_upstream
@@ -301,6 +302,26 @@ def test_crawl_delay_honoured_up_to_cap(server, tmp_path):
     capped = sorted(a.start for a in server.requests_to(CRAWL_DELAY_CAPPED))
     gaps = [b - a for a, b in zip(capped, capped[1:])]
     assert min(gaps) >= 0.7 - TOLERANCE_S and max(gaps) < 1.5  # Crawl-delay: 30 capped at 0.7 s
+
+
+def test_host_overrides_set_the_delay_and_crawl_delay_wins_unless_forced(server, tmp_path):
+    from pipeline.config import HostOverride
+
+    tag = uuid.uuid4().hex
+    urls = [server.url(host, f"/page/{tag}/{i}") for host in (POLITE[0], CRAWL_DELAY, CRAWL_DELAY_CAPPED)
+            for i in range(2)]
+    overrides = {POLITE[0]: HostOverride(delay_s=0.3), CRAWL_DELAY: HostOverride(delay_s=0.05),
+                 CRAWL_DELAY_CAPPED: HostOverride(delay_s=0.05, force=True)}
+    rows, _ = crawl_now(urls, tmp_path, make_config(host_overrides=overrides, max_crawl_delay_s=0.7))
+    assert all(r.reason == "ok" for r in rows.values())
+
+    def gaps(host):
+        starts = sorted(a.start for a in server.requests_to(host) if tag in a.path)
+        return [b - a for a, b in zip(starts, starts[1:])]
+
+    assert min(gaps(POLITE[0])) >= 0.3 - TOLERANCE_S  # the override, not per_host_delay_s = 0.02
+    assert min(gaps(CRAWL_DELAY)) >= 0.5 - TOLERANCE_S  # Crawl-delay: 0.5 beats an override that is not forced
+    assert max(gaps(CRAWL_DELAY_CAPPED)) < 0.5  # forced: 0.05 s although robots.txt asks for 30 (capped at 0.7)
 
 
 # With one request in flight per host the delay counts from the previous request's end, so it holds on the

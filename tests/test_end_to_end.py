@@ -26,9 +26,14 @@ from pipeline.runner import open_run
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DRYRUN = "jobs/configs/dryrun.toml"
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow]
 SHORT_TRAIN = ["--set", "train.max_steps=10", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=5",
                "--set", "finetune.epochs=1"]
+
+
+def web_at(port: int) -> list[str]:
+    """The dry-run web and its archive (served on 127.0.2.1, see jobs/configs/dryrun.toml) on `port`."""
+    return ["--set", f"devweb.port={port}", "--set", f"crawl.archive.cdx_url=http://127.0.2.1:{port}/cdx"]
 
 
 def _env() -> dict:
@@ -70,7 +75,7 @@ def job_run(tmp_path_factory, web_port) -> Path:
     )
     submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
               "--working-dir", str(REPO), "--", "python", "-m", "jobs.webtext", "--config", DRYRUN,
-              "--run-dir", str(run_dir), "--set", f"devweb.port={web_port}", *SHORT_TRAIN]
+              "--run-dir", str(run_dir), *web_at(web_port), *SHORT_TRAIN]
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -105,10 +110,10 @@ def _commits(run_dir: Path, phase: str) -> int:
 def test_driver_killed_mid_crawl_then_rerun_gives_the_same_shards(job_run, web_port, tmp_path):
     # The web outlives a crashed crawler, so the test serves it rather than the driver being killed.
     run_dir = tmp_path / "killed"
-    config = load_config(REPO / DRYRUN, [f"devweb.port={web_port}"])
+    config = load_config(REPO / DRYRUN, web_at(web_port)[1::2])
     site = devweb.build(run_dir / "devweb", web_port, config.devweb, config.reddit)
     cmd = [sys.executable, "-m", "jobs.webtext", "--config", DRYRUN, "--run-dir", str(run_dir),
-           "--set", f"devweb.port={web_port}", *SHORT_TRAIN, "--input", str(site / "RS_devweb.zst")]
+           *web_at(web_port), *SHORT_TRAIN, "--input", str(site / "RS_devweb.zst")]
     with devweb.serving(site):
         driver = subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

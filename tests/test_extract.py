@@ -183,6 +183,7 @@ def test_hanging_call_is_killed_and_the_worker_restarts():
         assert w.map([(0,)]) == [("ok", None)] and w.process.pid != first_pid and w.starts == 2
 
 
+@pytest.mark.slow
 def test_a_hanging_call_in_a_batch_is_found_and_the_others_are_kept():
     with extract.IsolatedWorker(time.sleep, timeout_s=1.0) as w:
         # A call over its 1 s is a timeout even when it finishes within the batch's 3 x 1 s.
@@ -204,6 +205,7 @@ def test_crash_and_exception_are_reported_for_their_call_and_the_worker_restarts
         assert outcomes[2][0] == "error" and "ValueError" in outcomes[2][1] and w.starts == 3
 
 
+@pytest.mark.slow
 def test_slow_extraction_is_counted_as_timeout_and_the_next_document_goes_on():
     article = pages_of("article")[3]
     # ~2.3 s of extraction for 60,000 of these divs here, well past the batch's 3 x 0.4 s, so the batch is

@@ -276,7 +276,7 @@ def test_new_token_rows_are_appended_and_the_pretrained_weights_kept():
     model.eval()
     tokens = torch.tensor([[[START, 1, DELIM, 2, EXTRACT], [START, 2, DELIM, 1, EXTRACT]]])
     scores, _ = model(tokens, torch.tensor([[5, 5]]), with_lm=False)
-    hidden = model.gpt.hidden(tokens[0])[:, -1]
+    hidden = model.gpt.hidden_states(tokens[0])[:, -1]
     assert scores.item() == pytest.approx(model.head(hidden.sum(0)).item(), rel=1e-5)
 
 
@@ -445,3 +445,21 @@ def test_fine_tunes_from_a_transformers_folder_as_from_its_checkpoint(tmp_path, 
     from_hf = finetune(config, "custom", data, tmp_path / "hf", tmp_path / "b", local=True)
     assert from_hf["source"]["kind"] == "hf" and from_run["source"]["kind"] == "checkpoint"
     assert trajectory(tmp_path / "a") == trajectory(tmp_path / "b")
+
+
+def test_the_zero_shot_score_of_the_same_weights_stands_beside_the_result(tmp_path, pretrained):
+    from training.evaluation.stage import weights_fingerprint
+    from training.export import model_from_checkpoint
+    from training.session import latest_checkpoint
+
+    weights = weights_fingerprint(model_from_checkpoint(latest_checkpoint(pretrained / "train" / "checkpoints"))[0])
+    row = {"task": "custom", "metric": "acc", "value": 0.61, "subset": "all", "items": 16, "shots": 0}
+    rows = [{**row, "model_fingerprint": weights}, {**row, "model_fingerprint": "another model", "value": 0.9},
+            {**row, "model_fingerprint": weights, "shots": 2, "value": 0.8}]
+    storage.write_json(pretrained / "eval" / "results.json", {"results": rows, "models": {}})
+    data = write_task(tmp_path / "task", "classification", train=32, dev=16, seed=5)
+    try:
+        results = finetune(settings(epochs=1), "custom", data, pretrained, tmp_path / "out", local=True)
+    finally:
+        shutil.rmtree(pretrained / "eval")
+    assert results["zero_shot"] == {"metrics": {"acc": 0.61}, "items": 16, "from": str(pretrained / "eval" / "results.json")}

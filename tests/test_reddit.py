@@ -428,6 +428,7 @@ def test_failed_partition_names_itself_and_keeps_the_rest(tmp_path, ray_session)
     ]
 
 
+@pytest.mark.slow
 def test_cli_on_real_sample_accounts_for_every_line(tmp_path, samples_dir):
     run_dir = tmp_path / "cli"
     out = subprocess.run(

@@ -111,6 +111,7 @@ def _write_docs(run_dir):
 def _config(shard_tokens):
     config = Config()
     config.dedup.enabled = False
+    config.decontaminate.enabled = False
     config.tokenize.shard_tokens = shard_tokens
     config.tokenize.val_fraction = 0.15
     return config

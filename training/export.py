@@ -1,6 +1,7 @@
-"""Export a trained model for Hugging Face transformers: `config.json` + `model.safetensors`.
+"""Export a trained model for Hugging Face transformers (`config.json` + `model.safetensors`), and read one back.
 
     webtext export-hf --run-dir runs/x --out runs/x/hf
+    model = load_hf("runs/x/hf")                              # any HF-format GPT-2 folder -> our GPT
 
     from transformers import GPT2LMHeadModel
     model = GPT2LMHeadModel.from_pretrained("runs/x/hf")      # offline: everything is in the folder
@@ -12,8 +13,11 @@ it is tied to `transformer.wte.weight` and transformers re-ties it on load (tie_
 save_pretrained does. Weights are float32. The tokenizer is GPT-2's (r50k_base), so any GPT-2 tokenizer
 files fit; none are written here. config.json sets dropout to 0, as the model was trained.
 
-`load_hf` reads such a folder back (ours, or OpenAI's GPT-2 as transformers publishes it) into our GPT:
-what `webtext finetune --from DIR` does.
+`load_hf(folder)` is the reverse, for `webtext eval --hf DIR`: it reads such a folder, ours or a GPT-2
+downloaded elsewhere (OpenAI's checkpoints name their weights without the `transformer.` prefix and carry
+attention-mask buffers; both are accepted), and refuses a config.json describing anything our GPT is not
+(another activation, untied embeddings, attention scaling variants), naming the key; `webtext finetune --from
+DIR` reads its pretrained model with it too.
 
 A fine-tuned model (training/finetune.py) is written as `GPT2DoubleHeadsModel`: the same body and tied LM
 head over 50,260 tokens, and `multiple_choice_head` (a one-output linear layer on the hidden state at
@@ -89,53 +93,86 @@ def save_hf(model: GPT, out_dir: str | Path) -> None:
     storage.write_bytes(out_dir / "config.json", (json.dumps(hf_config(model.config), indent=2) + "\n").encode())
 
 
+# config.json values that must hold for the weights to mean what our GPT computes.
+REQUIRED_HF_CONFIG = {
+    "model_type": ("gpt2",),
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "layer_norm_epsilon": (1e-5,),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,),
+    "tie_word_embeddings": (True,),
+}
+HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers of older GPT-2 checkpoints, not weights
+
+
+class HFFormatError(StageError):
+    """A folder that is not a GPT-2 our model can load; the message names the file and key."""
+
+
+def gpt_config_from_hf(config: dict, path: Path) -> GPTConfig:
+    """Our GPTConfig for a transformers GPT-2 config.json, or HFFormatError naming what differs."""
+    for key, allowed in REQUIRED_HF_CONFIG.items():
+        value = config.get(key, allowed[0])
+        if value not in allowed:
+            raise HFFormatError(f"{path}: {key} = {value!r}, but only {' or '.join(map(repr, allowed))} is GPT-2 "
+                                f"as training/model.py computes it")
+    if config.get("n_inner") not in (None, 4 * config["n_embd"]):
+        raise HFFormatError(f"{path}: n_inner = {config['n_inner']}, GPT-2's MLP is 4 x n_embd = {4 * config['n_embd']}")
+    return GPTConfig(block_size=config["n_positions"], vocab_size=config["vocab_size"], n_layer=config["n_layer"],
+                     n_head=config["n_head"], n_embd=config["n_embd"])
+
+
+def load_hf(folder: str | Path) -> GPT:
+    """A transformers GPT-2 folder (config.json + model.safetensors; local or on an object store) as our GPT,
+    float32, in eval mode."""
+    folder = storage.location(folder)
+    paths = {name: folder / name for name in ("config.json", "model.safetensors")}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise HFFormatError(f"--hf {folder}: no {name}; expected a transformers GPT-2 folder "
+                                f"(config.json + model.safetensors, as `webtext export-hf` writes)")
+    config = gpt_config_from_hf(json.loads(paths["config.json"].read_text()), paths["config.json"])
+    model = GPT(config)
+    state = {}
+    for name, tensor in load_file(str(storage.local_copy(paths["model.safetensors"]))).items():
+        name = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
+        if name.endswith(HF_BUFFERS):
+            continue
+        state[name] = tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor
+    head = state.pop("lm_head.weight", None)
+    if head is not None and not torch.equal(head, state.get("transformer.wte.weight", head)):
+        raise HFFormatError(f"{paths['model.safetensors']}: lm_head.weight differs from transformer.wte.weight; "
+                            f"GPT-2 ties them")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise HFFormatError(f"{paths['model.safetensors']}: missing {missing[:5]} unexpected {unexpected[:5]} weights "
+                            f"for a GPT-2 of {config}")
+    return model.float().eval()
+
+
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> dict:
     """Write the run's latest checkpoint as a transformers GPT-2 folder; return what was exported."""
     checkpoints = Path(run_dir) / "train" / "checkpoints"
     path = latest_checkpoint(checkpoints)
     if path is None:
         raise StageError(f"export-hf: no checkpoint under {checkpoints}; run `webtext train --run-dir {run_dir}` first")
+    model, step = model_from_checkpoint(path)
+    save_hf(model, out_dir)
+    return {"checkpoint": str(path), "step": step, "out": str(Path(out_dir).resolve()), "params": model.num_params()}
+
+
+def model_from_checkpoint(path: Path) -> tuple[GPT, int]:
+    """The GPT saved in a training checkpoint (training/train.py's layout) and the step it was saved at."""
     state = load_checkpoint(path)
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
-    save_hf(model, out_dir)
-    return {"checkpoint": str(path), "step": state["step"], "out": str(Path(out_dir).resolve()), "params": model.num_params()}
+    return model.eval(), state["step"]
 
 
 class ExportError(ValueError):
-    """A model that has no transformers form, or a folder that is not a GPT-2 one; the message says which."""
-
-
-def hf_model_config(folder: str | Path) -> GPTConfig:
-    """Our GPTConfig of a transformers GPT-2 folder's config.json; anything but GPT-2's architecture is refused."""
-    path = Path(folder) / "config.json"
-    try:
-        hf = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ExportError(f"{path}: cannot read a transformers config ({err})") from None
-    same = {"model_type": "gpt2", "activation_function": "gelu_new", "n_inner": None, "layer_norm_epsilon": 1e-5}
-    differ = [f"{k}={hf[k]!r}" for k, v in same.items() if k in hf and hf[k] != v]
-    if hf.get("model_type") != "gpt2" or differ:
-        raise ExportError(f"{path}: not a GPT-2 this model can load ({', '.join(differ) or 'no model_type gpt2'})")
-    return GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"])
-
-
-def load_hf(folder: str | Path) -> GPT:
-    """A transformers GPT-2 folder (config.json + model.safetensors) as our GPT: hf_state_dict inverted."""
-    model = GPT(hf_model_config(folder))
-    weights = {}
-    for name, tensor in load_file(str(Path(folder) / "model.safetensors")).items():
-        name = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"  # OpenAI's has no prefix
-        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
-            continue  # the causal-mask buffers of older files; the head is tied to wte
-        weights[name] = tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor
-    weights["lm_head.weight"] = weights.get("transformer.wte.weight")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ExportError(f"{folder}/model.safetensors: does not fit its config.json ({err})") from None
-    return model
+    """A model that has no transformers form; the message says why."""
 
 
 # ---------------------------------------------------------------- the tokenizer, for transformers

@@ -105,7 +105,7 @@ class FinetuneModel(nn.Module):
         """tokens (B, S, T) padded, lengths (B, S) -> scores (B, outputs), (B,) or (B, S) answers, and the LM loss."""
         B, S, T = tokens.shape
         flat, flat_lengths = tokens.view(B * S, T), lengths.view(B * S)
-        hidden = self.gpt.hidden(flat)
+        hidden = self.gpt.hidden_states(flat)
         states = hidden[torch.arange(B * S, device=tokens.device), flat_lengths - 1]  # at each EXTRACT
         if self.kind == "similarity":
             states = states.view(B, S, -1).sum(1)
@@ -190,9 +190,9 @@ def resolve_source(text: str | Path) -> Source:
 def load_source(kind: str, path: Path, weights: bool = True) -> tuple[dict, dict | None]:
     """(model_config, GPT state_dict or None) of the pretrained model; without weights only the config is read."""
     if kind == "hf":
-        from training.export import hf_model_config, load_hf
+        from training.export import gpt_config_from_hf, load_hf
 
-        config = hf_model_config(path)
+        config = gpt_config_from_hf(json.loads((path / "config.json").read_text()), path / "config.json")
         if config.vocab_size != VOCAB_SIZE:
             raise ConfigError(f"--from {path}: a vocabulary of {config.vocab_size}, not GPT-2's {VOCAB_SIZE}")
         if not weights:
@@ -431,16 +431,28 @@ def encode_splits(task: Task, records: dict, max_len: int) -> tuple[dict, str]:
 
 
 def zero_shot(task: Task, source: Source) -> dict | None:
-    """The zero-shot score of the same pretrained model on this task, where `webtext eval` has written one.
+    """The zero-shot score of the same pretrained weights on this task, where `webtext eval` has one.
 
-    The hook for the eval command (issue 15): its R/eval/results.json, keyed by task name, of the run the
-    weights came from. None when there is none (eval defines no zero-shot form of most GPT-1 tasks).
+    The hook for the eval stage (training/evaluation): its R/eval/results.json rows of this task name, 0
+    shots, all items, whose model fingerprint is the source's weights, when --from names that run
+    directory R. None otherwise (the eval stage defines no zero-shot form of the GPT-1 tasks today).
     """
-    if source.run_dir is None:
+    results = source.run_dir / "eval" / "results.json" if source.run_dir else None
+    if results is None or not results.exists():
         return None
-    results = source.run_dir / "eval" / "results.json"
-    found = json.loads(results.read_text()).get(task.name) if results.exists() else None
-    return {"from": str(results), **found} if found else None
+    rows = [r for r in json.loads(results.read_text())["results"]
+            if r["task"] == task.name and r["shots"] == 0 and r["subset"] == "all"]
+    if not rows:
+        return None
+    from training.evaluation.stage import weights_fingerprint
+
+    model_config, weights = load_source(source.kind, source.path)
+    model = GPT(GPTConfig(**model_config))
+    model.load_state_dict(weights)
+    rows = [r for r in rows if r["model_fingerprint"] == weights_fingerprint(model)]
+    if not rows:
+        return None
+    return {"metrics": {r["metric"]: r["value"] for r in rows}, "items": rows[0]["items"], "from": str(results)}
 
 
 def finetune(config: Config, task_name: str, data: str | Path, from_: str | Path, out: str | Path,
@@ -459,7 +471,7 @@ def finetune(config: Config, task_name: str, data: str | Path, from_: str | Path
         raise ConfigError(f"finetune.max_len={cfg.max_len} exceeds the context of the model in {source.path} ({block})")
     encoded, data_digest = encode_splits(task, records, max_len)
     key = run_key(task, source, data_digest, cfg)
-    previous = _read_json(out / "results.json")
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
     if previous and previous.get("key") == key:
         log(f"{out / 'results.json'} is up to date (key {key}): not fine-tuned again", "finetune")
         return previous
@@ -483,10 +495,6 @@ def finetune(config: Config, task_name: str, data: str | Path, from_: str | Path
                                 max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints)
         fit(trainer, "finetune", out / "checkpoints", cfg.max_failures, f"webtext finetune ... --out {out}")
     return write_results(out, task, source, key, counts, max_len, time.monotonic() - started)
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_results(out: Path, task: Task, source: Source, key: str, counts: dict, max_len: int, seconds: float) -> dict:
@@ -566,14 +574,15 @@ def report_section(run_dir: Path, plots: Path):
     """The run report's fine-tuning part: R/finetune/results.json's dev metrics and the curve."""
     import shutil
 
-    from pipeline.report import Section
+    from pipeline.report import Section, read_json
 
-    results = _read_json(Path(run_dir) / "finetune" / "results.json")
+    results = read_json(Path(run_dir) / "finetune" / "results.json")
     if results is None:
         return None
     shutil.copyfile(Path(run_dir) / "finetune" / "curve.png", plots / "finetune.png")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in results["dev"].items())
     zero = results["zero_shot"]
+    zero_text = ", ".join(f"{k} {v:.3f}" for k, v in zero["metrics"].items()) if zero else "n/a"
     line = (f"finetune: {results['task']} ({results['kind']}), dev {metrics} on {results['counts']['dev']['examples']} "
-            f"examples after {results['steps']} steps; zero-shot " + (f"{zero['value']:.3f}" if zero else "n/a"))
+            f"examples after {results['steps']} steps; zero-shot {zero_text}")
     return Section("finetune", lines=[line], plots=[("Fine-tuning", "report/finetune.png")], data=results)

@@ -66,12 +66,12 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.c_proj.residual_projection = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -95,8 +95,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -135,20 +135,27 @@ class GPT(nn.Module):
         """Every parameter counted once (the tied matrix once), as GPT2LMHeadModel counts them."""
         return sum(p.numel() for p in self.parameters())
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final hidden states (B, T, n_embd), after ln_f: what lm_head (and a fine-tuning head) reads."""
-        B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds the model's context of {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+    def hidden_states(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final LayerNorm's output (B, T, n_embd), what lm_head turns into logits.
+
+        By default token t sits at position t and attends to tokens 0..t. `positions` (B, T) and a boolean
+        `mask` (B, 1, T, T), True where a query may attend a key, replace both: evaluation packs several
+        continuations of one context into a row this way (training/evaluation/scoring.py).
+        """
+        T = idx.shape[1]
+        if positions is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence length {T} exceeds the model's context of {self.config.block_size}")
+            positions = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, mask)
         return self.transformer.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy over all B x T positions."""
-        logits = self.lm_head(self.hidden(idx))
+        logits = self.lm_head(self.hidden_states(idx))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

@@ -13,7 +13,9 @@ Reads `R/tokens/manifest.json` (training/data.py) and writes, under `R/train/`:
     checkpoints/...                         Ray Train's own run state (RunConfig(storage_path=R/train,
                                             name="checkpoints")): a rerun finds it and resumes from the latest
     metrics.jsonl     one row per optimizer step: step, tokens, loss, lr, grad_norm, step_s, tokens_per_s,
-                      mfu, and val_loss on evaluation steps; rows past the step a run resumed from are dropped
+                      mfu, and val_loss on evaluation steps (with train.eval_tasks' scores too, as
+                      `<task>_<metric>`: training/evaluation/during_training.py); rows past the step a run resumed
+                      from are dropped
     attempts.jsonl    one row per (re)start of the worker group: start_step, world_size, device, threads
     samples.json      train.num_samples continuations sampled from <|endoftext|> by the final model
     loss.png          train and val loss against step
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
@@ -66,14 +69,15 @@ import torch
 import torch.distributed as dist
 
 from pipeline import storage
-from pipeline.config import TrainConfig
+from pipeline.config import EvalConfig, TrainConfig
 from pipeline.runner import RunContext, StageError, write_stats
 from pipeline.shards import ShardError, load_manifest
+from training.evaluation import during_training
 from training.data import TokenWindows, open_train, open_val, val_batches
 from training.model import GPT, model_config
 from training.session import (
-    LocalSession, RayTrainSession, all_reduce_mean, append_row, check_gpus, fit, log, read_rows, resume_state,
-    torch_trainer, truncate_rows,
+    LocalSession, RayTrainSession, all_reduce_mean, append_row, check_gpus, checkpoint_dir_name, fit,
+    latest_checkpoint, log, read_rows, resume_state, torch_trainer, truncate_rows,
 )
 
 ADAM_BETAS = (0.9, 0.95)
@@ -208,6 +212,7 @@ def train_loop(loop_config: dict, session=None) -> None:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
     train = open_train(manifest, cfg.seq_len, cfg.seed)
     val = open_val(manifest, cfg.seq_len)
+    evals = during_training.for_worker(loop_config, rank, world_size)
     flops_per_token = model.flops_per_token(cfg.seq_len)
     peak = peak_flops(device, cfg.peak_flops)
 
@@ -263,11 +268,14 @@ def train_loop(loop_config: dict, session=None) -> None:
             val_loss = evaluate(train_model, val, session, cfg, autocast)
             if val_loss is not None:
                 metrics["val_loss"] = val_loss
+            if evals is not None:
+                metrics.update(evals(model, device))
         checkpoint = None
         if rank == 0:
             append_row(out / "metrics.jsonl", metrics)
             log(f"step {done}/{cfg.max_steps} loss {loss_value:.4f}"
                 + (f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else "")
+                + "".join(f" {k} {metrics[k]:.4f}" for k in during_training.primary_keys([metrics]))
                 + f" lr {lr:.2e} {tokens_per_s:,.0f} tok/s mfu {metrics['mfu']:.1%}")
             if checkpoint_now:
                 checkpoint = {
@@ -304,16 +312,20 @@ def write_samples(model: GPT, path: Path, cfg: TrainConfig, device: torch.device
         log(f"sample (seed {sample['seed']}): {sample['text']!r}")
 
 
-def train_local(run_dir: Path, cfg: TrainConfig) -> list[dict]:
+def train_local(run_dir: Path, cfg: TrainConfig, eval_cfg: EvalConfig | None = None) -> list[dict]:
     """Run the loop in this process (no Ray); return the run's metrics rows."""
     cfg.check(1)
     session = LocalSession(Path(run_dir) / "train" / "checkpoints", cfg.keep_checkpoints)
     supersede_other_data(Path(run_dir) / "train", load_manifest(Path(run_dir) / "tokens" / "manifest.json").fingerprint(), cfg)
-    train_loop({"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, session)
+    train_loop(loop_config(run_dir, cfg, eval_cfg), session)
     return read_rows(Path(run_dir) / "train" / "metrics.jsonl")
 
 
 # ---------------------------------------------------------------- the stage
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def plot_loss(rows: list[dict], path: Path, title: str) -> None:
@@ -332,6 +344,7 @@ def plot_loss(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    during_training.plot_scores(ax, rows)
     fig.tight_layout()
     with storage.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -353,12 +366,18 @@ def report_section(run_dir: Path, plots: Path):
                                    f"val loss {val_text}"], plots=[("Training loss", "report/loss.png")], data=final)
 
 
-def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None):
+def loop_config(run_dir: Path, cfg: TrainConfig, eval_cfg: EvalConfig | None) -> dict:
+    """What every worker's train_loop gets: the run directory and the [train] and [eval] sections."""
+    return {"run_dir": str(run_dir), "train": dataclasses.asdict(cfg), "eval": dataclasses.asdict(eval_cfg or EvalConfig())}
+
+
+def make_trainer(run_dir: Path, cfg: TrainConfig, resources_per_worker: dict | None = None,
+                 eval_cfg: EvalConfig | None = None):
     """The TorchTrainer for this run: storage in R/train, so a rerun resumes from Ray Train's latest checkpoint."""
     return torch_trainer(
-        train_loop, {"run_dir": str(run_dir), "train": dataclasses.asdict(cfg)}, Path(run_dir) / "train",
-        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, max_failures=cfg.max_failures,
-        keep_checkpoints=cfg.keep_checkpoints, resources_per_worker=resources_per_worker,
+        train_loop, loop_config(run_dir, cfg, eval_cfg), Path(run_dir) / "train", num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu, max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints,
+        resources_per_worker=resources_per_worker,
     )
 
 
@@ -369,11 +388,17 @@ def run(ctx: RunContext) -> dict:
         train = open_train(manifest, cfg.seq_len, cfg.seed)  # validates every shard before any worker starts
     except ShardError as err:
         raise StageError(f"train: {err}") from None
+    during_training.load_tasks(ctx.run_dir, cfg, ctx.config.eval)  # a missing eval file fails before any worker starts
     supersede_other_data(ctx.path("train"), train.manifest.fingerprint(), cfg)
+    finished = read_json(ctx.path("train", "stats.json"))
+    newest = latest_checkpoint(ctx.path("train", "checkpoints"))
+    if finished and newest and newest.parent.name == checkpoint_dir_name(cfg.max_steps):
+        log(f"already trained to step {cfg.max_steps} on this data ({ctx.rel(newest)}); skipped")
+        return finished
     check_gpus(ctx.config, "train", cfg.num_workers, cfg.use_gpu)
     started = time.monotonic()
-    result = fit(make_trainer(ctx.run_dir, cfg), "train", ctx.path("train", "checkpoints"), cfg.max_failures,
-                 "webtext train")
+    result = fit(make_trainer(ctx.run_dir, cfg, eval_cfg=ctx.config.eval), "train", ctx.path("train", "checkpoints"),
+                 cfg.max_failures, "webtext train")
     rows = read_rows(ctx.path("train", "metrics.jsonl"))
     plot_loss(rows, ctx.path("train", "loss.png"), f"{cfg.model} on {ctx.run_dir.name}")
     val = [r["val_loss"] for r in rows if "val_loss" in r]

@@ -10,7 +10,7 @@
 - reads `Crawl-delay` (seconds, a number) from the chosen groups, a non-standard but common extension.
 
 What the crawler does when robots.txt is missing or broken (4xx allows all, 5xx or unreachable skips the
-host) is decided in pipeline/crawl.py; this module only reads text.
+host) is decided in pipeline/crawl/politeness.py; this module only reads text.
 """
 
 from __future__ import annotations

@@ -370,7 +370,7 @@ def test_resumed_fine_tuning_reproduces_the_uninterrupted_run(tmp_path, pretrain
 def test_ray_train_killed_worker_resumes_to_the_uninterrupted_metrics(tmp_path, pretrained, ray_session):
     data = write_task(tmp_path / "task", "classification", train=64, dev=32, seed=3)
     # head_dropout 0: dropout masks are drawn per worker, so two layouts of the same batch differ only there
-    sets = {"use_gpu": "false", "num_workers": 2, "batch_size": 8, "micro_batch_size": 4, "epochs": 2,
+    sets = {"use_gpu": "false", "num_workers": 2, "batch_size": 8, "micro_batch_size": 4, "epochs": 1,
             "learning_rate": 5e-3, "warmup_fraction": 0.1, "lm_weight": 0.5, "head_dropout": 0.0, "checkpoint_every": 4,
             "max_failures": 1, "crash_at_step": 6}
     args = [f"--set=finetune.{k}={v}" for k, v in sets.items()]
@@ -380,15 +380,15 @@ def test_ray_train_killed_worker_resumes_to_the_uninterrupted_metrics(tmp_path, 
     results = json.loads((out / "results.json").read_text())
     attempts = storage_rows(out / "attempts.jsonl")
     assert [(a["start_step"], a["world_size"]) for a in attempts] == [(0, 2), (4, 2)]  # rank 1 died at step 6
-    assert results["attempts"] == 2 and results["steps"] == 16
+    assert results["attempts"] == 2 and results["steps"] == 8
     plain = settings(**{k: v for k, v in sets.items() if k not in ("use_gpu", "num_workers", "max_failures", "crash_at_step")})
     plain.finetune.micro_batch_size = 8
     reference = finetune(plain, "custom", data, pretrained, tmp_path / "local", local=True)
     assert results["dev"] == reference["dev"]
     for ray_row, local_row in zip(trajectory(out), trajectory(tmp_path / "local"), strict=True):
         assert ray_row["step"] == local_row["step"]
-        for key in ("loss", "task_loss", "lm_loss"):  # two workers' float sums, not bit for bit
-            assert ray_row[key] == pytest.approx(local_row[key], rel=1e-4)
+        for key in ("loss", "task_loss", "lm_loss"):  # two workers' float sums: 1e-7 apart, not bit for bit
+            assert ray_row[key] == pytest.approx(local_row[key], rel=1e-5)
     assert (out / "hf" / "model.safetensors").exists() and (out / "config.toml").exists()
 
 

@@ -545,8 +545,10 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     evaluated = [r for r in rows if any(k.startswith("dev_") for k in r)]
     if evaluated:
         right = ax.twinx()
-        for metric in [k for k in evaluated[0] if k.startswith("dev_")]:
-            right.plot([r["step"] for r in evaluated], [r[metric] for r in evaluated], "o-", label=metric)
+        metrics = [k for k in evaluated[0] if k.startswith("dev_")]
+        for color, metric in zip(("C2", "C3", "C4"), metrics):
+            right.plot([r["step"] for r in evaluated], [r[metric] for r in evaluated], "o-", color=color, label=metric)
+        right.set_ylim(min(0.0, *(r[m] for r in evaluated for m in metrics)), 1.0)
         right.set_ylabel("dev metric")
         right.legend(loc="center right")
     ax.legend(loc="upper right")

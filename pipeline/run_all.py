@@ -6,8 +6,9 @@
 With `--devweb` (or no --input), the dry-run web is built into `<run>/devweb/`, served on 127.0.0.2..
 while the stages run, and its dump is the reddit stage's input; the report then scores extraction and
 dedup against its truth, and the run's model is fine-tuned on a generated classification task into
-`<run>/finetune/` (its dev accuracy is in the summary). Each stage reruns only the partitions whose config, inputs or upstream outputs
-changed (pipeline/runner.py), so rerunning after a crash or an edit redoes only what it touches.
+`<run>/finetune/` (its dev accuracy is in the summary). Each stage reruns only the partitions whose
+config, inputs or upstream outputs changed (pipeline/runner.py), so rerunning after a crash or an edit
+redoes only what it touches; a finished fine-tuning of the same model and data is not redone.
 """
 
 from __future__ import annotations

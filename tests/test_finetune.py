@@ -71,7 +71,7 @@ def test_each_transformation_lays_out_start_delimiter_and_extract_as_gpt1():
     for kind, (parts, expected) in cases.items():
         task = Task("t", kind, labels=("0", "1"), choices=3)
         split = encode_split(task, [Record(parts, 1.0, "x:2")], max_len=64)
-        assert split.sequences == expected, kind
+        assert [s.tolist() for s in split.sequences] == expected, kind
         assert split.per_example == len(expected) and split.counts["cut"] == 0
     assert (START, DELIM, EXTRACT) == (50257, 50258, 50259)
 
@@ -80,7 +80,8 @@ def test_special_tokens_never_come_from_text():
     tokens = enc("<|start|> a <|delim|> b <|extract|> <|endoftext|>")
     assert max(tokens) < 50256  # ordinary characters, not special ids (not even <|endoftext|>)
     split = encode_split(Task("t", "classification", labels=("0", "1")), [Record(("<|extract|>",), 0.0, "x:2")], 64)
-    assert split.sequences[0].count(EXTRACT) == 1 and split.sequences[0][-1] == EXTRACT
+    sequence = split.sequences[0].tolist()
+    assert sequence.count(EXTRACT) == 1 and sequence[-1] == EXTRACT
 
 
 def test_long_inputs_are_cut_from_the_left_of_the_context_never_the_answer():
@@ -88,7 +89,7 @@ def test_long_inputs_are_cut_from_the_left_of_the_context_never_the_answer():
     answers = ("the first answer", "a second one")
     mc = Task("t", "multiple_choice", choices=2)
     split = encode_split(mc, [Record((context, answers), 0.0, "x:2")], max_len=20)
-    for sequence, answer in zip(split.sequences, answers):
+    for sequence, answer in zip((s.tolist() for s in split.sequences), answers):
         assert len(sequence) <= 20 and sequence[-1] == EXTRACT
         assert sequence[sequence.index(DELIM) + 1 : -1] == enc(answer)  # the answer whole
         kept = sequence[1 : sequence.index(DELIM)]
@@ -99,7 +100,7 @@ def test_long_inputs_are_cut_from_the_left_of_the_context_never_the_answer():
     # similarity: the longer text is cut, both orders hold the same tokens
     sim = Task("t", "similarity", labels=("0", "1"))
     short = "a short one"
-    (first, second) = encode_split(sim, [Record((context, short), 1.0, "x:2")], max_len=20).sequences
+    first, second = (s.tolist() for s in encode_split(sim, [Record((context, short), 1.0, "x:2")], max_len=20).sequences)
     assert len(first) == len(second) == 20
     assert first[-1 - len(enc(short)) : -1] == enc(short) and second[1 : 1 + len(enc(short))] == enc(short)
     assert first[1 : first.index(DELIM)] == second[second.index(DELIM) + 1 : -1]
@@ -416,7 +417,7 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, kind, monkeypa
     T = max(map(len, split.sequences))
     tokens = torch.zeros(len(records), S, T, dtype=torch.long)
     for i, sequence in enumerate(split.sequences):
-        tokens[i // S, i % S, : len(sequence)] = torch.tensor(sequence)
+        tokens[i // S, i % S, : len(sequence)] = torch.from_numpy(sequence)
     lengths = torch.tensor([len(s) for s in split.sequences]).view(len(records), S)
     with torch.no_grad():
         ours, _ = model(tokens, lengths, with_lm=False)

@@ -420,13 +420,12 @@ def run_key(task: Task, source: Source, data_digest: str, cfg: FinetuneConfig) -
 
 def encode_splits(task: Task, records: dict, max_len: int) -> tuple[dict, str]:
     """Both splits encoded, and a digest of their contents."""
-    digest = hashlib.sha256()
     encoded = {}
     for split in ("train", "dev"):
         encoded[split] = encode_split(task, records[split], max_len)
         if not encoded[split].labels:
             raise ConfigError(f"{split}: none of its {len(records[split])} examples fits in finetune.max_len = {max_len}")
-        digest.update(json.dumps([encoded[split].sequences, encoded[split].labels, encoded[split].where]).encode())
+    digest = hashlib.sha256("".join(e.digest() for e in encoded.values()).encode())
     return encoded, digest.hexdigest()[:16]
 
 

@@ -55,6 +55,7 @@ multiple choice one output per answer.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -114,26 +115,35 @@ class Record:
 
 @dataclass
 class EncodedSplit:
-    """A split as the model reads it: `sequences` per example in order, labels, and what the cutting did."""
+    """A split as the model reads it: `sequences` (int32 arrays, `per_example` per example, in order), labels,
+    where each example came from, and what the cutting did."""
 
-    sequences: list[list[int]]
+    sequences: list[np.ndarray]
     labels: list[float]
     where: list[str]
     per_example: int
     counts: dict = field(default_factory=dict)  # records, examples, cut, cut_tokens, answer_too_long
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All tokens in one int32 array, and each sequence's start in it (n_sequences + 1 offsets)."""
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sequences], dtype=np.int64)])
+        return np.concatenate(self.sequences).astype(np.int32), offsets
+
+    def digest(self) -> str:
+        """sha256 of the tokens, sequence boundaries, labels and sources: what a result depends on."""
+        tokens, offsets = self.arrays()
+        digest = hashlib.sha256(tokens.tobytes())
+        digest.update(offsets.tobytes())
+        digest.update(json.dumps([self.labels, self.where]).encode())
+        return digest.hexdigest()
+
     def save(self, path: Path) -> None:
         from pipeline import storage
 
-        lengths = [len(s) for s in self.sequences]
-        state = {
-            "tokens": torch.tensor([t for s in self.sequences for t in s], dtype=torch.int32),
-            "offsets": torch.tensor(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])),
-            "labels": torch.tensor(self.labels, dtype=torch.float64),
-            "where": self.where,
-            "per_example": self.per_example,
-            "counts": self.counts,
-        }
+        tokens, offsets = self.arrays()
+        state = {"tokens": torch.from_numpy(tokens), "offsets": torch.from_numpy(offsets),
+                 "labels": torch.tensor(self.labels, dtype=torch.float64), "where": self.where,
+                 "per_example": self.per_example, "counts": self.counts}
         with storage.atomic_path(path) as tmp:
             torch.save(state, tmp)
 
@@ -201,7 +211,7 @@ def encode_split(task: Task, records: list[Record], max_len: int) -> EncodedSpli
             too_long += 1
             continue
         sequences, cut = done
-        split.sequences += sequences
+        split.sequences += [np.asarray(sequence, dtype=np.int32) for sequence in sequences]
         split.labels.append(record.label)
         split.where.append(record.where)
         cut_examples += cut > 0

@@ -320,7 +320,7 @@ def test_failed_dns_lookups_are_counted_without_tracebacks(tmp_path):
 
 def test_the_cli_the_report_and_the_jobs_list_the_registered_stages(tmp_path):
     commands = set(cli.build_parser()._subparsers._group_actions[0].choices)
-    assert commands == {s.name for s in stages.STAGES} | {"run", "devweb", "export-hf"}
+    assert commands == {s.name for s in stages.STAGES} | {"run", "devweb", "export-hf", "finetune"}
     run_dir = tmp_path / "run"
     for stage in reversed(stages.STAGES):
         storage.write_json(run_dir / stage.folder / "stats.json", {"records_in": 1, "records_out": 1})

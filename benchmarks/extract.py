@@ -49,7 +49,7 @@ from pipeline.extract import (
     BATCH_PAGES, IsolatedWorker, extract_documents, main_text, page_metadata, parse_page, process_document,
     resiliparse_text, warm_up,
 )
-from pipeline.quality import token_f1
+from pipeline.extract.score import token_f1
 
 SECTIONS = ["Home", "World", "Politics", "Business", "Technology", "Science", "Health", "Sports", "Culture",
             "Opinion", "Travel", "Books", "Video", "Podcasts", "Newsletters", "About us", "Contact"]

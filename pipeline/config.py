@@ -75,7 +75,7 @@ assert tuple(MODEL_DIMS) == typing.get_args(ModelName)
 # The evaluation tasks (training/evaluation/tasks.py reads and scores each).
 TaskName = Literal["lambada", "hellaswag", "wikitext", "text"]
 
-# Junk heuristics of the extract stage, by reason name (pipeline/quality.py implements each).
+# Junk heuristics of the extract stage, by reason name (pipeline/extract/heuristics.py implements each).
 Heuristic = Literal[
     "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words", "junk_long_words"
 ]
@@ -241,7 +241,7 @@ class ExtractConfig:
     # HTML is cut to this many bytes before decoding and extraction.
     max_html_bytes: Annotated[int, AtLeastOne] = 2_000_000
     # newspaper3k is consulted when trafilatura and resiliparse agree less than this (token F1 between
-    # their texts); 0 never consults it, 1 always does. See pipeline/extract.py for the measurement.
+    # their texts); 0 never consults it, 1 always does. benchmarks/extract.py measures it.
     second_opinion_below: Annotated[float, Probability] = 0.7
     # Documents shorter than this many GPT-2 tokens are dropped (too_short; OpenWebText used 128).
     min_tokens: Annotated[int, NonNegative] = 128
@@ -252,14 +252,14 @@ class ExtractConfig:
     # Minimum language-identification probability for a kept language; a text under it on its first 500
     # characters is judged again on its first 2,000.
     min_language_score: Annotated[float, Probability] = 0.5
-    # Junk heuristics applied, by reason name (pipeline/quality.py); remove a name to turn it off.
+    # Junk heuristics applied, by reason name (pipeline/extract/heuristics.py); remove a name to turn it off.
     heuristics: list[Heuristic] = field(
         default_factory=lambda: [
             "junk_symbols", "junk_alpha_words", "junk_repeated_lines", "junk_no_punct", "junk_short_words",
             "junk_long_words",
         ]
     )
-    # Bounds of those heuristics (Gopher's and C4's rules, see pipeline/quality.py).
+    # Bounds of those heuristics (Gopher's and C4's rules, see pipeline/extract/heuristics.py).
     max_symbol_ratio: Annotated[float, Probability] = 0.1
     min_alpha_words: Annotated[float, Probability] = 0.8
     max_repeated_lines: Annotated[float, Probability] = 0.3

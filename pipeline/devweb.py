@@ -586,7 +586,7 @@ def score_run(run_dir: Path, plots: Path):
     """
     from itertools import combinations
 
-    from pipeline.quality import mean_f1
+    from pipeline.extract.score import mean_f1
     from pipeline.report import Section, read_rows
 
     if not was_used(run_dir):

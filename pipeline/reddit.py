@@ -46,9 +46,10 @@ submission's URL row and `duplicate_submission` counts a reddit id seen again (e
 two dump files). So for the stage, lines in = URLs out + every reason above.
 
 Schema drift is absorbed: created_utc as int, string or float (unparseable -> null, counted in info as
-created_utc_invalid), missing fields, extra `_meta`, NUL bytes (stripped, counted), lone surrogates in
-strings (replaced by U+FFFD, counted). A truncated compressed file keeps every complete line read before
-the damage (counted as truncated_files with a warning); a file that yields nothing readable stops the
+created_utc_invalid), missing fields, extra `_meta`, NUL bytes in a line (stripped, counted as
+nul_bytes_stripped), control characters and lone surrogates in strings (removed, or replaced by U+FFFD:
+pipeline/text.py; counted as strings_scrubbed). A truncated compressed file keeps every complete line
+read before the damage (counted as truncated_files with a warning); a file that yields nothing readable stops the
 stage with its name.
 
 Output `urls/part-NNNNN.parquet`, sorted by url:
@@ -93,12 +94,12 @@ import zstandard
 from pipeline import storage
 from pipeline.config import ConfigError, RedditConfig
 from pipeline.runner import PartitionResult, RunContext, StageError, run_partitions, summarize, write_stats
+from pipeline.text import scrub
 from pipeline.urls import InvalidURL, domain_matches, normalize_url, path_extension, registered_domain
 
 SUFFIXES = (".zst", ".xz", ".bz2", ".jsonl", ".ndjson", ".json")
 BLOCK_BYTES = 1 << 16
 UTF8_BOM = b"\xef\xbb\xbf"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SELF_LINK = re.compile(r"^https?://(www\.|old\.|np\.)?reddit\.com/r/[^/]+/comments/", re.I)
 # Reasons for input that is bad rather than merely not wanted; only these lines go to the rejects table.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the output columns are int64
@@ -223,16 +224,13 @@ def read_line_batches(path: str, damage: list[tuple[str, bool]]):
 
 
 def _scrub(value, info: Counter) -> str | None:
-    """A str without NULs or lone surrogates (they break pyarrow and trafilatura); None for non-strings."""
+    """A str without NULs, other C0 controls or lone surrogates (pipeline/text.py); None for non-strings."""
     if not isinstance(value, str):
         return None
-    if "\x00" in value:
-        info["nul_chars_removed"] += 1
-        value = value.replace("\x00", "")
-    if not value.isascii() and _SURROGATE.search(value):
-        info["surrogates_replaced"] += 1
-        value = _SURROGATE.sub("\ufffd", value)
-    return value
+    clean = scrub(value)
+    if clean is not value:
+        info["strings_scrubbed"] += 1
+    return clean
 
 
 def _created_utc(value) -> int | None:
@@ -380,7 +378,7 @@ def filter_dump(path: str, config: RedditConfig, emit) -> tuple[list[dict], Coun
                 if outcome.reason in BAD_INPUT:
                     rejects.append({"file": name, "line": line_no, "reason": outcome.reason,
                                     "reddit_id": outcome.reddit_id, "url": outcome.url,
-                                    "detail": _SURROGATE.sub("\ufffd", outcome.detail)})
+                                    "detail": scrub(outcome.detail)})
                 continue
             for key, values in columns.items():
                 values.append(outcome[key])

@@ -18,7 +18,9 @@ from warcio.warcwriter import WARCWriter
 
 from pipeline import devweb, extract
 from pipeline.config import Config, ConfigError, DevwebConfig, ExtractConfig, load_config
-from pipeline.quality import HEURISTICS, junk_reason, mean_f1, token_f1
+from pipeline.extract.heuristics import HEURISTICS, junk_reason
+from pipeline.extract.score import mean_f1, token_f1
+from pipeline.text import scrub
 from pipeline.runner import RunContext
 from upstream import commit_as_upstream
 
@@ -67,7 +69,7 @@ def test_nul_bytes_and_lone_surrogates_are_scrubbed(worker):
     body = article.body.replace(b"<p>", b"<p>\x00+2AA-\x00", 3)
     html = extract.decode_body(body, "utf-7")
     assert "\ud800" in html and "\x00" in html  # the hostile input really is hostile
-    clean = extract.scrub(html)
+    clean = scrub(html)
     assert "\ud800" not in clean and "\x00" not in clean
     out = run_doc(body, worker, charset="utf-7")
     assert out["reason"] is None, out

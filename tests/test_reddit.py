@@ -191,7 +191,7 @@ def test_bad_lines_are_counted_and_rejected_with_line_numbers(tmp_path):
     assert counts["blank_line"] == 1 and counts["malformed_json"] == 2
     assert counts["score_missing"] == 1 and counts["below_min_score"] == 1
     assert counts["out"] == 3
-    assert info["nul_bytes_stripped"] == 2 and info["surrogates_replaced"] == 1
+    assert info["nul_bytes_stripped"] == 2 and info["strings_scrubbed"] == 1
     titles = {k["reddit_id"]: k["title"] for k in kept}
     assert titles["s"] == "bad \ufffd surrogate"
     assert {k["url"] for k in kept} == {"https://example.com/a", "https://example.com/nul", "https://example.com/s"}

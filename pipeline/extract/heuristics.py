@@ -1,59 +1,28 @@
-"""Text quality: the extraction scorer and the junk heuristics the extract stage filters with.
+"""Junk heuristics: rules on an extracted text alone, each named by the reason it drops a document under.
 
-Scorer. `token_f1(extracted, reference) -> (precision, recall, f1)` compares two texts as bags of
-whitespace tokens (the usual article-extraction measure, as in the ScrapingHub and Bevendorff et al.
-benchmarks): precision is the share of extracted tokens that are in the reference, recall the share of
-reference tokens that were extracted, each token counted as often as it occurs. `mean_f1(pairs)` averages
-over pages. Both are used by tests/test_extract.py and benchmarks/extract.py.
-
-Heuristics. Each is a function of the extracted text alone that names the junk it catches, with thresholds
-taken from Gopher's quality rules (Rae et al. 2021) and C4's line rules (Raffel et al. 2020). Measured on the
-true texts of benchmarks/extract.py's 284 articles (the dry-run web's plus generated ones), no article fails
-any of them; the last column is the range those articles span:
-
-    name                 rejects a document when ...                                  default  articles
-    junk_symbols         ("#" + "..." + "…") per word is above                         0.1      0 - 0.007
-    junk_alpha_words     the share of words with at least one letter is below           0.8      0.946 - 1
-    junk_repeated_lines  the share of characters in lines repeating an earlier one is   0.3      0 - 0.092
+    name                 drops a document when ...                                      bound (ExtractConfig)
+    junk_symbols         ("#" + "..." + "…") per word is above                          max_symbol_ratio
+    junk_alpha_words     the share of words with at least one letter is below            min_alpha_words
+    junk_repeated_lines  the share of characters in lines repeating an earlier one is    max_repeated_lines
                          above (menus, share bars, link lists)
-    junk_no_punct        the share of characters in lines ending in . ! ? " ' ) : etc.  0.5      0.779 - 1
+    junk_no_punct        the share of characters in lines ending in . ! ? " ' ) : etc.   min_punctuated_lines
                          is below (C4 drops such lines; we judge the document)
-    junk_short_words     the mean word length (characters) is below                     3        4.45 - 5.60
-    junk_long_words      the mean word length (characters) is above                     10       4.45 - 5.60
+    junk_short_words     the mean word length (characters) is below                      min_mean_word_length
+    junk_long_words      the mean word length (characters) is above                      max_mean_word_length
 
-Each is on by default and off when its name is removed from `extract.heuristics`; the thresholds are
-`extract.max_symbol_ratio` and friends (pipeline/config.py).
+The rules are Gopher's (Rae et al. 2021) and C4's line rule (Raffel et al. 2020). `junk_reason(text,
+config)` returns the first enabled rule the text fails, as (reason, detail), or None. Each is on by
+default and off when its name is removed from `extract.heuristics`. The distributions the bounds are
+chosen from are printed by benchmarks/extract.py.
 """
 
 from __future__ import annotations
 
 import typing
-from collections import Counter
 
 from pipeline.config import Heuristic
 
 TERMINAL_PUNCTUATION = ('.', '!', '?', '"', "'", ")", ":", "”", "’", "。", "！", "？")
-
-
-def token_f1(extracted: str, reference: str) -> tuple[float, float, float]:
-    """Bag-of-whitespace-tokens precision, recall and F1 of `extracted` against `reference`.
-
-    Two empty texts agree perfectly (1, 1, 1); one empty text against a non-empty one scores 0.
-    """
-    got, want = Counter(extracted.split()), Counter(reference.split())
-    if not got and not want:
-        return 1.0, 1.0, 1.0
-    overlap = sum((got & want).values())
-    if overlap == 0:
-        return 0.0, 0.0, 0.0
-    precision, recall = overlap / sum(got.values()), overlap / sum(want.values())
-    return precision, recall, 2 * precision * recall / (precision + recall)
-
-
-def mean_f1(pairs: list[tuple[str, str]]) -> tuple[float, float, float]:
-    """(precision, recall, F1) of (extracted, reference) pairs, each averaged over the pairs."""
-    scores = [token_f1(extracted, reference) for extracted, reference in pairs]
-    return tuple(sum(s[i] for s in scores) / len(scores) for i in range(3))
 
 
 def symbol_ratio(text: str) -> float:

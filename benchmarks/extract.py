@@ -1,55 +1,84 @@
-"""Extraction benchmark: token F1 against known article text, and documents per second on one core.
+"""Extraction benchmark: token F1 against known article text, and documents per CPU second, on two sets.
 
-    python -m benchmarks.extract [--generated 160] [--seed 0] [--rounds 3] [--chunk 64]    (-m: benchmarks/tokenize.py would shadow the stdlib)
+    python -m benchmarks.extract --pages ../shared/extraction/dragnet_test [--limit 0] [--rounds 3]
+    python -m benchmarks.extract [--generated 160] [--seed 0] [--rounds 3] [--chunk 64]
+    (-m: benchmarks/tokenize.py would shadow the stdlib; a quick look: --limit 80 --generated 40 --rounds 1)
 
-Pages: the dry-run web's article pages (pipeline/devweb.py: article, near_dup and exact_dup kinds, three
-templates) plus `--generated` pages made here from four other templates (semantic HTML5, obfuscated
-div soup, an old table layout with <br>-separated paragraphs, a blog with a comment thread), each with
-ads, "read more" boxes, figures, lists and subheadings inside the article and nav, cookie banner,
-related links, newsletter box, comments and footer around it. The true text of every page is known.
+Sets. Real pages (`--pages DIR`: `html/<id>.html` raw bytes and `ground_truth.jsonl` {id, url, text}, for
+example Dragnet's test split): each body gets the charset the crawl would log for it (pipeline/charsets.py,
+no header), as the stage would. The dry-run set (always): the dry-run web's article pages
+(pipeline/devweb.py) plus `--generated` pages made here from four other templates (semantic HTML5,
+obfuscated div soup, an old table layout with <br>-separated paragraphs, a blog with a comment thread),
+each with ads, "read more" boxes, figures, lists and subheadings inside the article and nav, cookie
+banner, related links, newsletter box, comments and footer around it. An article's true text is its
+headline and its body.
 
-Rows, all measured in this run (a quick look: `--generated 40 --rounds 1`):
-- bare trafilatura.extract(html) (defaults: fallbacks on), and its fast / favor_precision / favor_recall modes;
-- bare newspaper3k (Article(...).download(input_html=...).parse());
-- resiliparse's main-content extraction;
+Rows, all measured in this run, on the same pages:
+- trafilatura.extract(html) as its users call it (defaults: fallbacks on, comments kept): the baseline of
+  the `x traf` column; then with include_comments=False and in the fast, fast + favor_precision and
+  favor_recall modes; bare newspaper3k (Article(...).download(input_html=...).parse()); resiliparse's
+  main-content extraction;
 - our stage's per-document path as extract_partition runs it (pipeline.extract.extract_documents: the
-  crawled bytes and charset go to the isolated worker, which decodes, extracts, identifies the language,
-  filters and reads the metadata), 8 pages per message as the stage sends them, and 1 for comparison;
-  a document our filters drop scores 0;
-- our rule in-process at several second_opinion_below values (parse_page, main_text and page_metadata).
+  crawled bytes and charset go to the isolated worker, which decodes, extracts, selects, identifies the
+  language, filters and reads the metadata), 8 pages a message as the stage sends them. A page our
+  filters drop scores 0; on real pages the stage runs twice, with the default config and with
+  min_tokens = 0 (the pages whose true text is under 128 tokens are short by nature, not by extraction),
+  and the dropped pages are listed with their reasons;
+- our rule in-process (parse_page, main_text, page_title + with_title, page_metadata), and the previous
+  rule in-process (trafilatura fast + precision, newspaper when its F1 against resiliparse is under 0.7,
+  no title line).
 
-Speed is documents per CPU second, fair to both sides: CPU seconds (user + system) of this process plus
-every child process, live (psutil) or ended (RUSAGE_CHILDREN), so our worker's time counts with the
-parent's, while the bare extractors run in this process alone; each stage row has its own worker. CPU
-time, not wall time, because the machine is shared. The methods take turns on chunks of `--chunk`
-pages in an order that rotates every chunk, for `--rounds` rounds, each method's CPU seconds summed:
-a busy spell on the machine then falls on all methods alike. Chunks much smaller than 64 pages
-measure cache warm-up more than extraction (16: our stage 0.70x).
+How to read the table. P, R, F1: token precision, recall and F1 (pipeline/extract/score.py) per page,
+averaged over all pages. docs/s: documents per CPU second, fair to both sides: CPU seconds (user +
+system) of this process plus every child process, live (psutil) or ended (RUSAGE_CHILDREN), so our
+worker's time counts with the parent's, while the bare extractors run in this process alone; each stage
+row has its own worker. CPU time, not wall time, because the machine is shared; the load average is
+printed. `x traf` is docs/s over the first row's. The methods take turns on chunks of `--chunk` pages,
+in an order that rotates every chunk, for `--rounds` rounds, each method's CPU seconds summed: a busy
+spell on the machine then falls on all methods alike. Chunks much smaller than 64 pages measure cache
+warm-up more than extraction. The same code reads up to ~0.1x apart from run to run on a shared machine.
 
-Last runs (284 pages, 2-core machine): nothing else running, bare trafilatura 184 docs/s, F1 0.945; our
-stage 178 docs/s, 0.97x, F1 0.954; 1 page per message 0.79x; the rule in-process at θ = 0.7 1.10x. Two
-runs beside a crawl benchmark: our stage 0.80x and 0.93x. The same code reads up to ~0.1x apart from run
-to run on a shared machine.
+On real pages, then: which extractor's text the stage kept and which text scores best per page; the
+selector's held-out comparison, what the pages lose by kind of line, and the junk heuristics'
+distributions (benchmarks/extract_rules.py says how to read those three).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import html as htmlmod
+import json
 import logging
+import os
 import random
 import resource
 import time
+from collections import Counter
+from pathlib import Path
 
 import psutil
+import trafilatura
+from trafilatura.settings import Extractor
 
+from benchmarks import extract_rules
 from pipeline import devweb
+from pipeline.charsets import detect_charset
 from pipeline.config import DevwebConfig, ExtractConfig
 from pipeline.extract import (
-    BATCH_PAGES, IsolatedWorker, extract_documents, main_text, page_metadata, parse_page, process_document,
-    resiliparse_text, warm_up,
+    BATCH_PAGES, IsolatedWorker, extract_documents, main_text, newspaper_text, page_metadata, parse_page,
+    process_document, resiliparse_text, trafilatura_text, warm_up,
 )
+from pipeline.extract.decode import decode_body
+from pipeline.extract.language import identify_language
+from pipeline.extract.metadata import page_title, read_meta, with_title
 from pipeline.extract.score import token_f1
+from pipeline.extract.selector import SelectionRule, reads_as_english
+from pipeline.text import scrub
+from pipeline.tokenizer import get_encoding
+
+URL = "http://example.com/a"
+
 
 SECTIONS = ["Home", "World", "Politics", "Business", "Technology", "Science", "Health", "Sports", "Culture",
             "Opinion", "Travel", "Books", "Video", "Podcasts", "Newsletters", "About us", "Contact"]
@@ -60,7 +89,6 @@ NEWSLETTER = "Sign up for our daily newsletter and get the best stories delivere
 FOOTER = ("Copyright 2019 The Daily Example Media Group. All rights reserved. Terms of service. Privacy policy. "
           "Cookie settings. Advertise with us. Careers.")
 TEMPLATES = ["semantic", "divsoup", "table", "blog"]
-THRESHOLDS = (0.0, 0.6, 0.7, 0.8, 0.9, 1.0)  # second_opinion_below values compared
 
 
 def esc(text: str) -> str:
@@ -119,7 +147,7 @@ def generated_page(rng: random.Random, pool: list[str], template: str) -> dict:
     title, author = title_of(body[0], rng), rng.choice(NAMES)
     date = f"2019-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     blocks = article_blocks(rng, body, others, pool)
-    truth = [line for kind, c in blocks if kind != "box" for line in (c if kind == "ul" else [c])]
+    truth = [title] + [line for kind, c in blocks if kind != "box" for line in (c if kind == "ul" else [c])]
     article = blocks_html(rng, blocks, breaks=template == "table")
     nav = "".join(f'<li><a href="/{s.lower()}/">{s}</a></li>' for s in rng.sample(SECTIONS, rng.randint(6, 12)))
     related = "".join(f'<li><a href="/story/{rng.randint(1000, 9999)}">{esc(title_of(o, rng))}</a>'
@@ -161,7 +189,7 @@ def generated_page(rng: random.Random, pool: list[str], template: str) -> dict:
     return {"set": f"gen-{template}", "body": page.encode(), "charset": "utf-8", "text": "\n".join(truth)}
 
 
-def benchmark_pages(generated: int, seed: int) -> list[dict]:
+def dryrun_pages(generated: int, seed: int) -> list[dict]:
     """The dry-run web's article pages plus `generated` pages from this file's templates, with truth."""
     pages = [
         {"set": "devweb", "body": p.body, "charset": p.content_type.partition("charset=")[2] or None, "text": p.text}
@@ -171,19 +199,92 @@ def benchmark_pages(generated: int, seed: int) -> list[dict]:
     return pages + [generated_page(rng, pool, TEMPLATES[i % len(TEMPLATES)]) for i in range(generated)]
 
 
+
+
+def real_pages(folder: Path, limit: int) -> list[dict]:
+    """`folder`'s pages with their true text; each body with the charset the crawl would log for it."""
+    truth = folder / "ground_truth.jsonl"
+    if not truth.exists():
+        raise SystemExit(f"--pages {folder}: no ground_truth.jsonl there (expected html/<id>.html and "
+                         "ground_truth.jsonl with {id, url, text} rows)")
+    rows = [json.loads(line) for line in truth.read_text(encoding="utf-8").split("\n") if line.strip()]
+    pages = []
+    for row in rows[:limit or None]:
+        body = (folder / "html" / f"{row['id']}.html").read_bytes()
+        pages.append({"set": "real", "id": row["id"], "url": row["url"] or URL, "body": body,
+                      "charset": detect_charset(None, body), "text": row["text"]})
+    return pages
+
+
+# ---------------------------------------------------------------- the methods
+
 def bare_newspaper(html: str) -> str:
     import newspaper
 
-    article = newspaper.Article("http://example.com/a", language="en", fetch_images=False)
+    article = newspaper.Article(URL, language="en", fetch_images=False)
     article.download(input_html=html)
     article.parse()
     return article.text
 
 
 def trafilatura_mode(**options):
-    import trafilatura
+    return lambda html: trafilatura.extract(html, **options) or ""
 
-    return lambda html: trafilatura.extract(html, include_comments=False, **options) or ""
+
+PRECISION = Extractor(output_format="python", fast=True, precision=True, comments=False)
+
+
+def trafilatura_precision_text(page, url: str) -> str:
+    """What the previous rule ran: trafilatura fast + precision on the shared tree."""
+    if page.dom is None:
+        return ""
+    options = copy.copy(PRECISION)
+    options.url = options.source = url
+    doc = trafilatura.bare_extraction(page.dom, options=options)
+    return (doc.text or "").strip() if doc is not None else ""
+
+
+def on_html(extract):
+    return lambda pages: [extract(page["html"]) for page in pages]
+
+
+def our_rule(pages: list[dict]) -> list[str]:
+    texts = []
+    for p in pages:
+        page = parse_page(p["html"])
+        meta = read_meta(page)
+        texts.append(with_title(page_title(page, meta), main_text(page, p.get("url", URL), SelectionRule())["text"]))
+        page_metadata(page, meta)
+    return texts
+
+
+def previous_rule(pages: list[dict]) -> list[str]:
+    texts = []
+    for p in pages:
+        page = parse_page(p["html"])
+        res = resiliparse_text(page.tree).strip()
+        text = trafilatura_precision_text(page, p.get("url", URL))
+        if not text or token_f1(text, res)[2] < extract_rules.PREVIOUS_THETA:
+            news = newspaper_text(page.html).strip()
+            if news and len(news) >= 0.5 * len(text):
+                text = news
+        page_metadata(page, read_meta(page))
+        texts.append(text or res)
+    return texts
+
+
+def stage(worker: IsolatedWorker, config: ExtractConfig, outcomes: dict):
+    """The stage's per-document path in `worker`; each page's outcome goes to outcomes[id(page)]."""
+    def extract(pages):
+        texts = []
+        for start in range(0, len(pages), BATCH_PAGES):
+            batch = pages[start:start + BATCH_PAGES]
+            results = extract_documents([(p["body"], p["charset"], p.get("url", URL)) for p in batch], worker, config)
+            for p, out in zip(batch, results):
+                outcomes[id(p)] = out
+                texts.append(out.get("text", ""))
+        return texts
+    return extract
 
 
 def cpu_seconds() -> float:
@@ -195,13 +296,7 @@ def cpu_seconds() -> float:
 
 
 def measure(methods: list[tuple], pages: list[dict], rounds: int, chunk: int) -> list[dict]:
-    """Outputs of each (name, fn(pages) -> texts) over all pages, and pages per CPU second.
-
-    CPU seconds of every process involved (cpu_seconds), not wall seconds. The methods take turns on each
-    chunk of `chunk` pages (a multiple of the stage's batch), in an order rotated per chunk, for `rounds`
-    rounds, and each method's CPU seconds are summed over all of them: on a shared machine, other work
-    and the caches' state then fall on all methods alike instead of on whichever ran during a busy spell.
-    """
+    """Outputs of each (name, fn(pages) -> texts) over all pages, and pages per CPU second (docstring)."""
     for _, fn in methods:
         fn(pages[:1])  # imports, caches, the worker's start
     seconds = {name: 0.0 for name, _ in methods}
@@ -218,74 +313,136 @@ def measure(methods: list[tuple], pages: list[dict], rounds: int, chunk: int) ->
             for name, _ in methods]
 
 
-def on_html(extract):
-    return lambda pages: [extract(page["html"]) for page in pages]
+def methods(config: ExtractConfig, workers: dict[str, IsolatedWorker], outcomes: dict) -> list[tuple]:
+    rows = [
+        ("trafilatura.extract (defaults)", on_html(trafilatura_mode())),
+        ("trafilatura, include_comments=False", on_html(trafilatura_mode(include_comments=False))),
+        ("trafilatura fast", on_html(trafilatura_mode(include_comments=False, fast=True))),
+        ("trafilatura fast + favor_precision",
+         on_html(trafilatura_mode(include_comments=False, fast=True, favor_precision=True))),
+        ("trafilatura favor_recall", on_html(trafilatura_mode(include_comments=False, favor_recall=True))),
+        ("newspaper3k (bare)", on_html(bare_newspaper)),
+        ("resiliparse main content", on_html(resiliparse_text)),
+    ]
+    for name, worker in workers.items():
+        min_tokens = 0 if "min_tokens" in name else config.min_tokens
+        rows.append((name, stage(worker, ExtractConfig(min_tokens=min_tokens), outcomes.setdefault(name, {}))))
+    return rows + [("our rule in-process", our_rule), ("previous rule in-process (θ = 0.7)", previous_rule)]
 
 
-def report(rows: list[dict], pages: list[dict], baseline: float) -> None:
+# ---------------------------------------------------------------- tables
+
+def report(rows: list[dict], pages: list[dict]) -> None:
+    baseline = rows[0]["docs_per_s"]
     sets = sorted({p["set"] for p in pages})
-    print(f"{'extractor':34s} {'P':>6s} {'R':>6s} {'F1':>6s} {'docs/s':>7s} {'x traf':>6s}  " + " ".join(f"{s:>11s}" for s in sets))
+    print(f"{'method':40s} {'P':>6s} {'R':>6s} {'F1':>6s} {'docs/s':>7s} {'x traf':>6s}" +
+          ("  " + " ".join(f"{s:>11s}" for s in sets) if len(sets) > 1 else ""))
     for row in rows:
         scores = [token_f1(o, p["text"]) for o, p in zip(row["outputs"], pages)]
         mean = [sum(s[i] for s in scores) / len(scores) for i in range(3)]
         per_set = [sum(s[2] for s, p in zip(scores, pages) if p["set"] == name) / sum(p["set"] == name for p in pages)
                    for name in sets]
-        print(f"{row['name']:34s} {mean[0]:6.3f} {mean[1]:6.3f} {mean[2]:6.3f} {row['docs_per_s']:7.1f} "
-              f"{row['docs_per_s'] / baseline:6.2f}  " + " ".join(f"{v:11.3f}" for v in per_set))
+        by_set = "  " + " ".join(f"{v:11.3f}" for v in per_set) if len(sets) > 1 else ""
+        print(f"{row['name']:40s} {mean[0]:6.3f} {mean[1]:6.3f} {mean[2]:6.3f} {row['docs_per_s']:7.1f} "
+              f"{row['docs_per_s'] / baseline:6.2f}{by_set}")
+
+
+def drops_table(pages: list[dict], outcomes: dict[str, dict]) -> None:
+    encoding = get_encoding()
+    for name, by_page in outcomes.items():
+        dropped = [(p, by_page[id(p)]) for p in pages if by_page[id(p)]["reason"]]
+        print(f"\n{name}: {len(dropped)} of {len(pages)} pages dropped (each scores 0): "
+              + ", ".join(f"{k} {v}" for k, v in Counter(o["reason"] for _, o in dropped).most_common()))
+        for p, out in dropped:
+            print(f"  {p['id']:6s} {out['reason']:18s} true text {len(encoding.encode_ordinary(p['text'])):5d} tokens  "
+                  f"{out['detail'][:70]}")
+
+
+def winners_table(pages: list[dict], outcomes: dict) -> None:
+    kept = Counter(o["extractor"] for o in outcomes.values() if not o["reason"])
+    print("\nWhich extractor's text the stage kept: " + ", ".join(f"{k} {v}" for k, v in kept.most_common()))
+    best = Counter()
+    for p in pages:
+        scores = {e: p["f1"][e] for e in extract_rules.EXTRACTORS}
+        top = max(scores.values())
+        winners = [e for e, v in scores.items() if v >= top - 0.005]
+        best[" = ".join(winners) if len(winners) < 3 else "all three within 0.005"] += 1
+    print("Which text scores best per page (within 0.005 F1): " + ", ".join(f"{k} {v}" for k, v in best.most_common()))
+
+
+# ---------------------------------------------------------------- the real pages' analysis
+
+def candidates(pages: list[dict]) -> None:
+    """The texts the rules choose from, per page (untimed): trafilatura fast, resiliparse, newspaper's
+    core, trafilatura fast + precision (the previous rule's), the title, whether the page reads as
+    English, the words of its links."""
+    logging.disable(logging.WARNING)
+    for p in pages:
+        page = parse_page(p["html"])
+        p["traf"], p["res"] = trafilatura_text(page.dom, p["url"]).strip(), resiliparse_text(page.tree).strip()
+        p["news"] = newspaper_text(page.html).strip()
+        p["traf_precision"] = trafilatura_precision_text(page, p["url"])
+        p["title"] = page_title(page, read_meta(page))
+        p["english"] = reads_as_english(p["traf"] or p["res"])
+        p["anchor_words"] = Counter(w for a in page.dom.iter("a") for w in a.text_content().split()) \
+            if page.dom is not None else Counter()
+
+
+def dryrun_junk() -> dict[str, str]:
+    """The dry-run web's junk pages, as our text of them (the path the stage takes)."""
+    out = {}
+    for p in devweb.plan_pages(DevwebConfig()):
+        if p.kind == "junk":
+            page = parse_page(scrub(decode_body(p.body, "utf-8")))
+            out[p.path.rsplit("/", 1)[1].removesuffix(".html")] = with_title(
+                page_title(page, read_meta(page)), main_text(page, URL, SelectionRule())["text"])
+    return out
+
+
+def real_page_analysis(pages: list[dict]) -> None:
+    candidates(pages)
+    rule = extract_rules.selector_table(pages)
+    ours = [with_title(p["title"], {"trafilatura": p["traf"], "resiliparse": p["res"], "newspaper": p["news"]}[
+        extract_rules.rule_choice(p, rule)[0]]) for p in pages]
+    extract_rules.loss_table(pages, {"trafilatura fast": [p["traf"] for p in pages], "ours": ours})
+    encoding = get_encoding()
+    articles = [(p, text) for p, text in zip(pages, ours)
+                if len(encoding.encode_ordinary(p["text"])) >= 128 and identify_language(p["text"], 0.5)[0] == "en"]
+    extract_rules.heuristics_table([p for p, _ in articles], [t for _, t in articles], dryrun_junk())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pages", type=Path, help="a folder of html/<id>.html and ground_truth.jsonl")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N real pages (0: all)")
     parser.add_argument("--generated", type=int, default=160, help="pages from this file's templates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, summed")
     parser.add_argument("--chunk", type=int, default=64, help="pages a method runs on before the next one's turn")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    pages = benchmark_pages(args.generated, args.seed)
-    for p in pages:
-        p["html"] = p["body"].decode(p["charset"] or "utf-8", errors="replace")
-    print(f"{len(pages)} pages ({sum(p['set'] == 'devweb' for p in pages)} from the dry-run web), one core\n")
     config = ExtractConfig()
-    consulted = {threshold: {} for threshold in THRESHOLDS}  # id(page) -> whether newspaper was consulted
-
-    def rule(threshold):
-        def extract(pages):
-            texts = []
-            for p in pages:
-                page = parse_page(p["html"])
-                result = main_text(page, "http://example.com/a", threshold)
-                page_metadata(page)
-                consulted[threshold][id(p)] = result["consulted_newspaper"]
-                texts.append(result["text"])
-            return texts
-        return extract
-
-    def stage(worker, batch_pages):
-        def extract(pages):
-            texts = []
-            for start in range(0, len(pages), batch_pages):
-                batch = [(p["body"], p["charset"], "http://example.com/a") for p in pages[start:start + batch_pages]]
-                texts += [out.get("text", "") for out in extract_documents(batch, worker, config)]
-            return texts
-        return extract
-
-    # One worker per stage row, so that each row's worker CPU seconds are its own.
-    with IsolatedWorker(process_document, config.timeout_s, warm_up) as batched, \
-            IsolatedWorker(process_document, config.timeout_s, warm_up) as single:
-        rows = measure([
-            ("trafilatura.extract (bare)", on_html(trafilatura_mode())),
-            (f"our stage ({BATCH_PAGES} pages/message)", stage(batched, BATCH_PAGES)),
-            ("our stage (1 page/message)", stage(single, 1)),
-            ("trafilatura fast", on_html(trafilatura_mode(fast=True))),
-            ("trafilatura favor_precision", on_html(trafilatura_mode(favor_precision=True))),
-            ("trafilatura favor_recall", on_html(trafilatura_mode(favor_recall=True))),
-            ("newspaper3k (bare)", on_html(bare_newspaper)),
-            ("resiliparse main content", on_html(resiliparse_text)),
-        ] + [(f"rule in-process θ={t}", rule(t)) for t in THRESHOLDS], pages, args.rounds, args.chunk)
-    for row, threshold in zip(rows[-len(THRESHOLDS):], THRESHOLDS):
-        row["name"] += f" ({sum(consulted[threshold].values()) / len(pages):.0%} np)"
-    report(rows, pages, rows[0]["docs_per_s"])
+    sets = [("dry-run set", dryrun_pages(args.generated, args.seed), [f"our stage ({BATCH_PAGES} pages/message)"])]
+    if args.pages:
+        stage_rows = [f"our stage ({BATCH_PAGES} pages/message)", f"our stage, min_tokens 0 ({BATCH_PAGES} pages/msg)"]
+        sets.insert(0, (f"real pages ({args.pages})", real_pages(args.pages, args.limit), stage_rows))
+    for title, pages, stage_rows in sets:
+        for p in pages:
+            p["html"] = scrub(decode_body(p["body"], p["charset"]))
+        print(f"\n== {title}: {len(pages)} pages, one core, load average {os.getloadavg()[0]:.1f} before the run\n")
+        outcomes: dict = {}
+        workers = {name: IsolatedWorker(process_document, config.timeout_s, warm_up) for name in stage_rows}
+        try:
+            rows = measure(methods(config, workers, outcomes), pages, args.rounds, args.chunk)
+        finally:
+            for worker in workers.values():
+                worker.stop()
+        report(rows, pages)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        if pages[0]["set"] == "real":
+            drops_table(pages, outcomes)
+            real_page_analysis(pages)
+            winners_table(pages, outcomes[stage_rows[1]])
 
 
 if __name__ == "__main__":

@@ -240,9 +240,9 @@ class ExtractConfig:
     timeout_s: Annotated[float, Positive] = 20.0
     # HTML is cut to this many bytes before decoding and extraction.
     max_html_bytes: Annotated[int, AtLeastOne] = 2_000_000
-    # newspaper3k is consulted when trafilatura and resiliparse agree less than this (token F1 between
-    # their texts); 0 never consults it, 1 always does. benchmarks/extract.py measures it.
-    second_opinion_below: Annotated[float, Probability] = 0.7
+    # newspaper3k is consulted on English pages where trafilatura's text covers less than this share of
+    # resiliparse's tokens (pipeline/extract/selector.py); 0 consults it only when trafilatura finds nothing.
+    consult_newspaper_below: Annotated[float, Probability] = 0.3
     # Documents shorter than this many GPT-2 tokens are dropped (too_short; OpenWebText used 128).
     min_tokens: Annotated[int, NonNegative] = 128
     # Documents longer than this many characters are dropped (too_long).
@@ -259,11 +259,12 @@ class ExtractConfig:
             "junk_long_words",
         ]
     )
-    # Bounds of those heuristics (Gopher's and C4's rules, see pipeline/extract/heuristics.py).
+    # Bounds of those heuristics (pipeline/extract/heuristics.py), set from the distributions that
+    # `benchmarks/extract.py --pages` prints: below (or above) every real article's value, past the junk's.
     max_symbol_ratio: Annotated[float, Probability] = 0.1
-    min_alpha_words: Annotated[float, Probability] = 0.8
-    max_repeated_lines: Annotated[float, Probability] = 0.3
-    min_punctuated_lines: Annotated[float, Probability] = 0.5
+    min_alpha_words: Annotated[float, Probability] = 0.6
+    max_repeated_lines: Annotated[float, Probability] = 0.5
+    min_sentence_ends: Annotated[float, Probability] = 0.01
     min_mean_word_length: Annotated[float, NonNegative] = 3.0
     max_mean_word_length: Annotated[float, NonNegative] = 10.0
 

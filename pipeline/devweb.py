@@ -8,9 +8,9 @@
   NSFW, blocked domains, tracking parameters, a malformed line, a deleted post), for the reddit stage;
 - `pages/` and `routes.json`: what the server answers for each (host, path);
 - `truth.jsonl`: one row per linked URL: url (normalized, as the urls stage writes it), kind, title,
-  text (the article's true text, "" for pages without one), language, dup_group (pages sharing a
-  group are exact or near duplicates of each other), expected (the crawl/extract outcome a correct
-  pipeline gives: "doc", or the reason it is not a document);
+  text (the article's true text: its headline, then its paragraphs; "" for pages without one), language,
+  dup_group (pages sharing a group are exact or near duplicates of each other), expected (the
+  crawl/extract outcome a correct pipeline gives: "doc", or the reason it is not a document);
 - `archive/`: the dry-run web archive, `devweb.warc.gz` and its CDX rows `index.jsonl`: captures of the
   "archived" pages (dead live: the server answers 404), each taken ARCHIVE_LEAD_DAYS before its
   submission. `serving` serves it Common-Crawl-style (pipeline/devarchive.py: /cdx and /warcs/<file> with
@@ -255,7 +255,7 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
         site = SITE_NAMES[hosts.index(host) % len(SITE_NAMES)]
         body = article_html(rng, title, paragraphs, site, template)
         pages.append(Page(host=host, path=f"/{template}/{index:04d}-{kind}.html", kind=kind, body=body,
-                          title=title, text="\n".join(paragraphs), dup_group=group, score=rng.randrange(3, 400)))
+                          title=title, text="\n".join([title, *paragraphs]), dup_group=group, score=rng.randrange(3, 400)))
 
     articles = []
     for i in range(min(config.num_articles, len(pool) // 5)):
@@ -281,7 +281,7 @@ def plan_pages(config: DevwebConfig) -> list[Page]:
             body = article_html(rng, order[0][:40], paragraphs, SITE_NAMES[0], TEMPLATES[j], lang, charset)
             pages.append(Page(host=host, path=f"/intl/{lang}-{j}.html", kind="non_english", body=body,
                               content_type=f"text/html; charset={charset}", title=order[0][:40],
-                              text="\n".join(paragraphs), language=lang, expected="language"))
+                              text="\n".join([order[0][:40], *paragraphs]), language=lang, expected="language"))
     pages.extend(_junk_pages(rng, hosts))
     pages.extend(_broken_pages(rng, hosts, pages, config))
     return pages
@@ -386,7 +386,7 @@ def archived_pages(config: DevwebConfig) -> list[Page]:
         title, template = _title(paragraphs), TEMPLATES[i % 3]
         body = article_html(rng, title, paragraphs, SITE_NAMES[i % len(SITE_NAMES)], template)
         pages.append(Page(host=hosts[i % len(hosts)], path=f"/{template}/archived-{i:02d}.html", kind="archived",
-                          body=body, title=title, text="\n".join(paragraphs), score=rng.randrange(3, 400)))
+                          body=body, title=title, text="\n".join([title, *paragraphs]), score=rng.randrange(3, 400)))
     return pages
 
 

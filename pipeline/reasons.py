@@ -72,7 +72,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "junk_symbols": ("extract", "too many '#' and '...' symbols per word (Gopher)"),
     "junk_alpha_words": ("extract", "too few words with a letter (Gopher)"),
     "junk_repeated_lines": ("extract", "too many repeated lines (Gopher)"),
-    "junk_no_punct": ("extract", "too few lines ending in punctuation (C4)"),
+    "junk_no_punct": ("extract", "too few words end a sentence (after C4): menus, link and keyword lists"),
     "junk_short_words": ("extract", "mean word length too short (Gopher)"),
     "junk_long_words": ("extract", "mean word length too long (Gopher)"),
     # dedup: documents -> unique documents

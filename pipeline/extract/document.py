@@ -1,10 +1,10 @@
 """One crawled page -> one document or one drop reason: the per-document path, run in the isolated worker.
 
 `process_document(body, charset, url, config)` decodes (pipeline/extract/decode.py), scrubs
-(pipeline/text.py), parses once per parser and picks the main text (pipeline/extract/selector.py), filters
-it (pipeline/extract/filters.py) and, for a kept document only, reads its title, date and author
-(pipeline/extract/metadata.py). It returns {"reason", "detail"} for a drop (binary, extract_empty,
-too_short, too_long, language, junk_*), else {"reason": None, "language", "language_score", "title",
+(pipeline/text.py), parses once per parser, picks the main text (pipeline/extract/selector.py) and puts
+the page's title on its first line (pipeline/extract/metadata.py), filters it (pipeline/extract/filters.py)
+and, for a kept document only, reads its date and author. It returns {"reason", "detail"} for a drop
+(binary, extract_empty, too_short, too_long, language, junk_*), else {"reason": None, "language", "language_score", "title",
 "date", "author", "text", "chars", "words", "extractor", "consulted_newspaper"}.
 
 `extract_documents(pages, worker, config)` runs a batch of (body, charset, url) pages in an
@@ -21,12 +21,15 @@ from pipeline.extract.extractors import parse_page
 from pipeline.extract.filters import filter_document
 from pipeline.extract.isolation import IsolatedWorker
 from pipeline.extract.language import language_model
-from pipeline.extract.metadata import page_metadata
-from pipeline.extract.selector import main_text
+from pipeline.extract.metadata import page_metadata, page_title, read_meta, with_title
+from pipeline.extract.selector import SelectionRule, main_text
 from pipeline.text import scrub
 from pipeline.tokenizer import get_encoding
 
 BATCH_PAGES = 8  # pages sent to the worker per message: fewer round trips, exact per-page timeouts
+# English prose, so that warm_up's main_text consults (and loads) newspaper too.
+WARM_UP_PAGE = ("<html><body><h1>Warm up</h1><p>This page warms up the extractors before the first document."
+                "</p></body></html>")
 
 
 def warm_up() -> None:
@@ -34,7 +37,9 @@ def warm_up() -> None:
     lazy imports), so that no document's deadline pays for it."""
     language_model()
     get_encoding()
-    main_text(parse_page("<html><body><h1>Warm</h1><p>Up.</p></body></html>"), "http://localhost/", 1.0)
+    page = parse_page(WARM_UP_PAGE)
+    main_text(page, "http://localhost/", SelectionRule(consult_below=1.0))
+    page_metadata(page, read_meta(page))
 
 
 def process_document(body: bytes, charset: str | None, url: str, config: ExtractConfig) -> dict:
@@ -44,13 +49,16 @@ def process_document(body: bytes, charset: str | None, url: str, config: Extract
     if binary_share(html) > BINARY_MAX_SHARE:
         return {"reason": "binary", "detail": f"{binary_share(html):.2f} of the first characters undecodable"}
     page = parse_page(scrub(html))
-    main = main_text(page, url, config.second_opinion_below)
-    text = main["text"]
+    main = main_text(page, url, SelectionRule(consult_below=config.consult_newspaper_below))
+    meta = read_meta(page)
+    title = page_title(page, meta)
+    text = with_title(title, main["text"])
     kept = filter_document(text, config)
     if kept["reason"]:
         return kept
     return {
-        **kept, **page_metadata(page), "text": text, "chars": len(text), "words": len(text.split()),
+        **kept, **page_metadata(page, meta), "title": title, "text": text, "chars": len(text),
+        "words": len(text.split()),
         "extractor": main["extractor"], "consulted_newspaper": main["consulted_newspaper"],
     }
 

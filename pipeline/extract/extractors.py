@@ -3,8 +3,8 @@
 - `parse_page(html) -> ParsedPage`: resiliparse's tree and trafilatura's lxml tree (`load_dom`), each
   parsed once and shared by every step that reads it (extractors, metadata, the selector's features).
 - `resiliparse_text(tree)`: resiliparse's main-content text (cheap, high recall, low precision).
-- `trafilatura_text(dom, url)`: trafilatura in fast + precision mode on the shared lxml tree; layout
-  tables (trafilatura's "| cell |" lines) become one line per cell (`unpipe`).
+- `trafilatura_text(dom, url)`: trafilatura in fast mode (no readability/jusText fallbacks) on the shared
+  lxml tree; layout tables (trafilatura's "| cell |" lines) become one line per cell (`unpipe`).
 - `newspaper_text(html)`: newspaper3k's content algorithm alone (its best-node search and cleanup; no
   images, videos, keywords or metadata), its cleaner's attribute-regex queries answered without lxml's
   per-element Python callbacks (`AttributeRegexParser`, the same elements found).
@@ -84,7 +84,7 @@ def resiliparse_text(html: str | HTMLTree) -> str:
 def _trafilatura_options() -> Extractor:
     # Building trafilatura's options reads its ConfigParser, a noticeable share of a fast extraction, so
     # bare_extraction gets a copy of one built once, with the page's url; it never changes the options.
-    return Extractor(output_format="python", fast=True, precision=True, comments=False)
+    return Extractor(output_format="python", fast=True, comments=False)
 
 
 def trafilatura_text(dom: HtmlElement | None, url: str) -> str:

@@ -5,12 +5,15 @@
     junk_alpha_words     the share of words with at least one letter is below            min_alpha_words
     junk_repeated_lines  the share of characters in lines repeating an earlier one is    max_repeated_lines
                          above (menus, share bars, link lists)
-    junk_no_punct        the share of characters in lines ending in . ! ? " ' ) : etc.   min_punctuated_lines
-                         is below (C4 drops such lines; we judge the document)
+    junk_no_punct        sentence ends (. ! ? 。 and other scripts' full stops) per word    min_sentence_ends
+                         is below (menus, link and keyword lists)
     junk_short_words     the mean word length (characters) is below                      min_mean_word_length
     junk_long_words      the mean word length (characters) is above                      max_mean_word_length
 
-The rules are Gopher's (Rae et al. 2021) and C4's line rule (Raffel et al. 2020). `junk_reason(text,
+The rules are Gopher's (Rae et al. 2021), and junk_no_punct stands for C4's rule of sentence punctuation
+(Raffel et al. 2020), counted per word rather than per line, so that list items, table rows and texts
+that come as one long line are judged by their sentences. Scripts without sentence punctuation (Thai,
+Lao) need junk_no_punct off. `junk_reason(text,
 config)` returns the first enabled rule the text fails, as (reason, detail), or None. Each is on by
 default and off when its name is removed from `extract.heuristics`. The distributions the bounds are
 chosen from are printed by benchmarks/extract.py.
@@ -22,7 +25,12 @@ import typing
 
 from pipeline.config import Heuristic
 
-TERMINAL_PUNCTUATION = ('.', '!', '?', '"', "'", ")", ":", "”", "’", "。", "！", "？")
+# What ends a sentence: the Latin full stop, ! and ?, and the full stops of other scripts (CJK, Devanagari,
+# Arabic, Urdu, Armenian, Ethiopic, Myanmar); a word ends a sentence when it ends in one of them before
+# closing quotes and brackets. CJK text has no spaces, so its full-width stops count wherever they are.
+SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", "।", "॥", "؟", "۔", "։", "።", "။")
+FULL_WIDTH_ENDS = ("。", "！", "？")
+CLOSERS = "\"'”’)]»"
 
 
 def symbol_ratio(text: str) -> float:
@@ -54,11 +62,17 @@ def repeated_line_share(text: str) -> float:
     return repeated / max(1, total)
 
 
-def punctuated_line_share(text: str) -> float:
-    """Share of characters in non-empty lines that end like a sentence (headings and menus do not)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    total = sum(len(line) for line in lines)
-    return sum(len(line) for line in lines if line.endswith(TERMINAL_PUNCTUATION)) / max(1, total)
+def sentence_end_share(text: str) -> float:
+    """Sentence ends per word (SENTENCE_ENDS): prose has one every few dozen words; menus, link lists,
+    keyword lists and tables of names have next to none."""
+    words = text.split()
+    ends = 0
+    for word in words:
+        if word.isascii():
+            ends += word.rstrip(CLOSERS).endswith(SENTENCE_ENDS[:3])
+        else:
+            ends += max(word.rstrip(CLOSERS).endswith(SENTENCE_ENDS), sum(map(word.count, FULL_WIDTH_ENDS)))
+    return ends / max(1, len(words))
 
 
 def mean_word_length(text: str) -> float:
@@ -71,7 +85,7 @@ HEURISTICS = {
     "junk_symbols": (symbol_ratio, "max_symbol_ratio", False),
     "junk_alpha_words": (alpha_word_share, "min_alpha_words", True),
     "junk_repeated_lines": (repeated_line_share, "max_repeated_lines", False),
-    "junk_no_punct": (punctuated_line_share, "min_punctuated_lines", True),
+    "junk_no_punct": (sentence_end_share, "min_sentence_ends", True),
     "junk_short_words": (mean_word_length, "min_mean_word_length", True),
     "junk_long_words": (mean_word_length, "max_mean_word_length", False),
 }

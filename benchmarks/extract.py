@@ -297,6 +297,7 @@ def cpu_seconds() -> float:
 
 def measure(methods: list[tuple], pages: list[dict], rounds: int, chunk: int) -> list[dict]:
     """Outputs of each (name, fn(pages) -> texts) over all pages, and pages per CPU second (docstring)."""
+    warm_up()  # what a long-running process has loaded: the language model, tiktoken, the extractors
     for _, fn in methods:
         fn(pages[:1])  # imports, caches, the worker's start
     seconds = {name: 0.0 for name, _ in methods}

@@ -9,7 +9,8 @@ joined on url. Every "ok" row ends up either in the docs or in the rejects, unde
 
 Output `docs/part-NNNNN.parquet`, sorted by doc_id, one row per kept document:
 
-    doc_id str (hex sha1 of the normalized url), url, final_url, domain, title (str, "" if none), text,
+    doc_id str (hex sha1 of the normalized url), url, final_url, domain, title (str, the page's headline
+    without the site's name, "" if none), text (the main text, opening with the title line),
     date (str|null, YYYY-MM-DD), author (str|null), language (str), language_score (float64, probability),
     chars (int64), words (int64, whitespace tokens), extractor (str: trafilatura|newspaper|resiliparse),
     score_sum (int64), score_max (int64), num_submissions (int32), reddit_ids (list<str>),
@@ -29,12 +30,12 @@ The package, in the order a page meets it:
   document.py    one page's whole path, run in the worker
   decode.py      bytes -> text: the log's charset or a sniffed one; binary pages (charsets: pipeline/charsets.py)
   extractors.py  one parse per parser; trafilatura, newspaper3k and resiliparse main-content text
-  selector.py    which extractor's text is the main text
+  selector.py    which extractor's text is the main text (trafilatura; newspaper3k on English pages it covers poorly)
   score.py       token F1: the selector's agreement measure and the benchmark's scorer
   filters.py     length, language and junk filters, in order
   language.py    fastText lid.176 with a second look when unsure
   heuristics.py  the junk heuristics (Gopher, C4)
-  metadata.py    title, author, date of kept documents
+  metadata.py    the title line; author and date of kept documents
 
 Determinism: same WARC, log, urls and config -> byte-identical outputs, except that whether a document
 times out depends on the machine's speed. benchmarks/extract.py measures F1 and speed.

@@ -24,19 +24,21 @@ Rows, all measured in this run, on the same pages:
   filters drop scores 0; on real pages the stage runs twice, with the default config and with
   min_tokens = 0 (the pages whose true text is under 128 tokens are short by nature, not by extraction),
   and the dropped pages are listed with their reasons;
-- our rule in-process (parse_page, main_text, page_title + with_title, page_metadata), and the previous
-  rule in-process (trafilatura fast + precision, newspaper when its F1 against resiliparse is under 0.7,
-  no title line).
+- our rule alone (parse_page, main_text, page_title + with_title, page_metadata: no decoding, language
+  or filters), and the previous rule alone (trafilatura fast + precision, newspaper when its F1 against
+  resiliparse is under 0.7, no title line).
 
 How to read the table. P, R, F1: token precision, recall and F1 (pipeline/extract/score.py) per page,
-averaged over all pages. docs/s: documents per CPU second, fair to both sides: CPU seconds (user +
-system) of this process plus every child process, live (psutil) or ended (RUSAGE_CHILDREN), so our
-worker's time counts with the parent's, while the bare extractors run in this process alone; each stage
-row has its own worker. CPU time, not wall time, because the machine is shared; the load average is
-printed. `x traf` is docs/s over the first row's. The methods take turns on chunks of `--chunk` pages,
-in an order that rotates every chunk, for `--rounds` rounds, each method's CPU seconds summed: a busy
-spell on the machine then falls on all methods alike. Chunks much smaller than 64 pages measure cache
-warm-up more than extraction. The same code reads up to ~0.1x apart from run to run on a shared machine.
+averaged over all pages. docs/s: documents per CPU second: CPU seconds (user + system) of this process
+plus every child process, live (psutil) or ended (RUSAGE_CHILDREN). Every row runs in a worker process
+of its own (the stage's IsolatedWorker, 8 pages a message, for the others too), started afresh each
+round, so that each sees every page once, as a crawl does: the extractors' caches (trafilatura's and
+htmldate's lru_caches, keyed by text) would otherwise let a row reuse what another row, or an earlier
+round, computed on the same page, which flatters whatever runs in one process with the others. CPU
+time, not wall time, because the machine is shared; the load average is printed. `x traf` is docs/s
+over the first row's. The rows take turns on chunks of `--chunk` pages, in an order that rotates every
+chunk, for `--rounds` rounds, each row's CPU seconds summed: a busy spell on the machine then falls on
+all rows alike. On a loaded machine the same code reads up to ~0.2x apart from run to run.
 
 On real pages, then: which extractor's text the stage kept and which text scores best per page; the
 selector's held-out comparison, what the pages lose by kind of line, and the junk heuristics'
@@ -78,6 +80,7 @@ from pipeline.text import scrub
 from pipeline.tokenizer import get_encoding
 
 URL = "http://example.com/a"
+WORKER_TIMEOUT_S = 120.0  # per page, for the rows that have no timeout of their own
 
 
 SECTIONS = ["Home", "World", "Politics", "Business", "Technology", "Science", "Health", "Sports", "Culture",
@@ -227,10 +230,6 @@ def bare_newspaper(html: str) -> str:
     return article.text
 
 
-def trafilatura_mode(**options):
-    return lambda html: trafilatura.extract(html, **options) or ""
-
-
 PRECISION = Extractor(output_format="python", fast=True, precision=True, comments=False)
 
 
@@ -244,38 +243,64 @@ def trafilatura_precision_text(page, url: str) -> str:
     return (doc.text or "").strip() if doc is not None else ""
 
 
-def on_html(extract):
-    return lambda pages: [extract(page["html"]) for page in pages]
+def our_rule(html: str, url: str) -> str:
+    page = parse_page(html)
+    meta = read_meta(page)
+    text = with_title(page_title(page, meta), main_text(page, url, SelectionRule())["text"])
+    page_metadata(page, meta)
+    return text
 
 
-def our_rule(pages: list[dict]) -> list[str]:
-    texts = []
-    for p in pages:
-        page = parse_page(p["html"])
-        meta = read_meta(page)
-        texts.append(with_title(page_title(page, meta), main_text(page, p.get("url", URL), SelectionRule())["text"]))
-        page_metadata(page, meta)
-    return texts
+def previous_rule(html: str, url: str) -> str:
+    page = parse_page(html)
+    res = resiliparse_text(page.tree).strip()
+    text = trafilatura_precision_text(page, url)
+    if not text or token_f1(text, res)[2] < extract_rules.PREVIOUS_THETA:
+        news = newspaper_text(page.html).strip()
+        if news and len(news) >= 0.5 * len(text):
+            text = news
+    page_metadata(page, read_meta(page))
+    return text or res
 
 
-def previous_rule(pages: list[dict]) -> list[str]:
-    texts = []
-    for p in pages:
-        page = parse_page(p["html"])
-        res = resiliparse_text(page.tree).strip()
-        text = trafilatura_precision_text(page, p.get("url", URL))
-        if not text or token_f1(text, res)[2] < extract_rules.PREVIOUS_THETA:
-            news = newspaper_text(page.html).strip()
-            if news and len(news) >= 0.5 * len(text):
-                text = news
-        page_metadata(page, read_meta(page))
-        texts.append(text or res)
-    return texts
+# name -> fn(html, url) -> text: the rows that run on decoded pages, each in a worker of its own.
+ON_HTML = {
+    "trafilatura.extract (defaults)": lambda html, url: trafilatura.extract(html) or "",
+    "trafilatura, include_comments=False": lambda html, url: trafilatura.extract(html, include_comments=False) or "",
+    "trafilatura fast": lambda html, url: trafilatura.extract(html, include_comments=False, fast=True) or "",
+    "trafilatura fast + favor_precision":
+        lambda html, url: trafilatura.extract(html, include_comments=False, fast=True, favor_precision=True) or "",
+    "trafilatura favor_recall":
+        lambda html, url: trafilatura.extract(html, include_comments=False, favor_recall=True) or "",
+    "newspaper3k (bare)": lambda html, url: bare_newspaper(html),
+    "resiliparse main content": lambda html, url: resiliparse_text(html),
+    "our rule alone (no filters)": our_rule,
+    "previous rule alone (θ = 0.7)": previous_rule,
+}
 
 
-def stage(worker: IsolatedWorker, config: ExtractConfig, outcomes: dict):
-    """The stage's per-document path in `worker`; each page's outcome goes to outcomes[id(page)]."""
-    def extract(pages):
+def on_html(name: str, html: str, url: str) -> str:
+    """The worker's call for an ON_HTML row."""
+    if logging.root.manager.disable < logging.WARNING:
+        logging.disable(logging.WARNING)
+    return ON_HTML[name](html, url)
+
+
+def html_row(name: str):
+    """(make its worker, run it on pages -> texts) for an ON_HTML row, BATCH_PAGES pages a message."""
+    def run(worker, pages):
+        texts = []
+        for start in range(0, len(pages), BATCH_PAGES):
+            batch = [(name, p["html"], p.get("url", URL)) for p in pages[start:start + BATCH_PAGES]]
+            texts += [result if status == "ok" else "" for status, result in worker.map(batch)]
+        return texts
+    return lambda: IsolatedWorker(on_html, WORKER_TIMEOUT_S, warm_up), run
+
+
+def stage_row(config: ExtractConfig, outcomes: dict):
+    """(make its worker, run it) for the stage's per-document path; each page's outcome goes to
+    outcomes[id(page)]."""
+    def run(worker, pages):
         texts = []
         for start in range(0, len(pages), BATCH_PAGES):
             batch = pages[start:start + BATCH_PAGES]
@@ -284,51 +309,53 @@ def stage(worker: IsolatedWorker, config: ExtractConfig, outcomes: dict):
                 outcomes[id(p)] = out
                 texts.append(out.get("text", ""))
         return texts
-    return extract
+    return lambda: IsolatedWorker(process_document, config.timeout_s, warm_up), run
 
 
 def cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and of all its child processes, live or ended: our
-    stage's work happens in its worker process, the bare extractors' in this one."""
+    """CPU seconds (user + system) of this process and of all its child processes, live or ended."""
     ended = resource.getrusage(resource.RUSAGE_CHILDREN)
     live = [child.cpu_times() for child in psutil.Process().children(recursive=True)]
     return time.process_time() + ended.ru_utime + ended.ru_stime + sum(t.user + t.system for t in live)
 
 
-def measure(methods: list[tuple], pages: list[dict], rounds: int, chunk: int) -> list[dict]:
-    """Outputs of each (name, fn(pages) -> texts) over all pages, and pages per CPU second (docstring)."""
-    warm_up()  # what a long-running process has loaded: the language model, tiktoken, the extractors
-    for _, fn in methods:
-        fn(pages[:1])  # imports, caches, the worker's start
-    seconds = {name: 0.0 for name, _ in methods}
+def measure(rows: list[tuple], pages: list[dict], rounds: int, chunk: int) -> list[dict]:
+    """Outputs of each (name, (make_worker, run)) row over all pages, and pages per CPU second.
+
+    Each row runs in a worker process of its own, started afresh every round (so no row reads caches
+    another row, or an earlier round, filled), warmed up before the clock starts. CPU seconds of every
+    process involved (cpu_seconds), not wall seconds. The rows take turns on each chunk of `chunk` pages,
+    in an order rotated per chunk, and each row's CPU seconds are summed over all rounds: on a shared
+    machine, other work then falls on all rows alike instead of on whichever ran during a busy spell.
+    """
+    seconds = {name: 0.0 for name, _ in rows}
     turn = 0
     for _ in range(rounds):
-        outputs = {name: [] for name, _ in methods}
-        for start in range(0, len(pages), chunk):
-            turn = (turn + 1) % len(methods)
-            for name, fn in methods[turn:] + methods[:turn]:
-                started = cpu_seconds()
-                outputs[name] += fn(pages[start:start + chunk])
-                seconds[name] += cpu_seconds() - started
+        workers = {name: make() for name, (make, _) in rows}
+        try:
+            for name, (_, run) in rows:
+                run(workers[name], pages[:1])  # start, warm_up, first call
+            outputs = {name: [] for name, _ in rows}
+            for start in range(0, len(pages), chunk):
+                turn = (turn + 1) % len(rows)
+                for name, (_, run) in rows[turn:] + rows[:turn]:
+                    started = cpu_seconds()
+                    outputs[name] += run(workers[name], pages[start:start + chunk])
+                    seconds[name] += cpu_seconds() - started
+        finally:
+            for worker in workers.values():
+                worker.stop()
     return [{"name": name, "outputs": outputs[name], "docs_per_s": rounds * len(pages) / seconds[name]}
-            for name, _ in methods]
+            for name, _ in rows]
 
 
-def methods(config: ExtractConfig, workers: dict[str, IsolatedWorker], outcomes: dict) -> list[tuple]:
-    rows = [
-        ("trafilatura.extract (defaults)", on_html(trafilatura_mode())),
-        ("trafilatura, include_comments=False", on_html(trafilatura_mode(include_comments=False))),
-        ("trafilatura fast", on_html(trafilatura_mode(include_comments=False, fast=True))),
-        ("trafilatura fast + favor_precision",
-         on_html(trafilatura_mode(include_comments=False, fast=True, favor_precision=True))),
-        ("trafilatura favor_recall", on_html(trafilatura_mode(include_comments=False, favor_recall=True))),
-        ("newspaper3k (bare)", on_html(bare_newspaper)),
-        ("resiliparse main content", on_html(resiliparse_text)),
-    ]
-    for name, worker in workers.items():
-        min_tokens = 0 if "min_tokens" in name else config.min_tokens
-        rows.append((name, stage(worker, ExtractConfig(min_tokens=min_tokens), outcomes.setdefault(name, {}))))
-    return rows + [("our rule in-process", our_rule), ("previous rule in-process (θ = 0.7)", previous_rule)]
+def table_rows(stage_names: list[str], outcomes: dict) -> list[tuple]:
+    names = list(ON_HTML)
+    rows = [(name, html_row(name)) for name in names[:-2]]
+    for name in stage_names:
+        config = ExtractConfig(min_tokens=0) if "min_tokens 0" in name else ExtractConfig()
+        rows.append((name, stage_row(config, outcomes.setdefault(name, {}))))
+    return rows + [(name, html_row(name)) for name in names[-2:]]
 
 
 # ---------------------------------------------------------------- tables
@@ -422,7 +449,6 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="pages a method runs on before the next one's turn")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    config = ExtractConfig()
     sets = [("dry-run set", dryrun_pages(args.generated, args.seed), [f"our stage ({BATCH_PAGES} pages/message)"])]
     if args.pages:
         stage_rows = [f"our stage ({BATCH_PAGES} pages/message)", f"our stage, min_tokens 0 ({BATCH_PAGES} pages/msg)"]
@@ -432,12 +458,7 @@ def main() -> None:
             p["html"] = scrub(decode_body(p["body"], p["charset"]))
         print(f"\n== {title}: {len(pages)} pages, one core, load average {os.getloadavg()[0]:.1f} before the run\n")
         outcomes: dict = {}
-        workers = {name: IsolatedWorker(process_document, config.timeout_s, warm_up) for name in stage_rows}
-        try:
-            rows = measure(methods(config, workers, outcomes), pages, args.rounds, args.chunk)
-        finally:
-            for worker in workers.values():
-                worker.stop()
+        rows = measure(table_rows(stage_rows, outcomes), pages, args.rounds, args.chunk)
         report(rows, pages)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         if pages[0]["set"] == "real":

@@ -7,7 +7,8 @@ Used by benchmarks/extract.py --pages (run that; this module prints three of its
   held-out fold's pages (never the training fold's), averaged over the repeats (± their spread). Rules:
   each extractor alone, the previous rule (trafilatura fast + precision, newspaper when its F1 against
   resiliparse is under θ = 0.7), the package's rule (pipeline/extract/selector.py, its three values
-  chosen from a grid on the training folds), and two learned selectors (a logistic regression and a
+  chosen from a grid on the training folds: the rule consulting newspaper least among those within
+  F1_TOLERANCE of the best), and two learned selectors (a logistic regression and a
   depth-3 tree, scikit-learn) that pick one of the three texts from 30 features of all three (lengths,
   line counts, words per line, sentence ends per word, link-text share, pairwise token precision and
   recall). Every text gets the page's title line (pipeline/extract/metadata.py), as in the stage.
@@ -42,6 +43,9 @@ FOLDS, REPEATS = 5, 5
 GRID = [SelectionRule(c, k, p) for c, k, p in itertools.product(
     (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), (1.0, 1.25, 1.5, 2.0, 3.0), (0.5, 0.7, 0.8, 0.9, 0.95))]
 PREVIOUS_THETA = 0.7
+# F1 within this of the best counts as equal when choosing a rule (about the spread of the held-out
+# estimates between shuffles); the cheaper rule then wins, since newspaper costs more than a page's rest.
+F1_TOLERANCE = 0.002
 
 
 def previous_rule(page: dict) -> str:
@@ -77,10 +81,10 @@ def rule_f1(pages: list[dict], rule: SelectionRule) -> tuple[float, float]:
 
 
 def best_rule(pages: list[dict], grid: list[SelectionRule] = GRID) -> SelectionRule:
-    """The grid's best rule on `pages`; among rules within 0.001 F1 of the best, the one consulting least."""
+    """The rule of the grid that consults newspaper least among those within F1_TOLERANCE of the best F1."""
     scored = [(rule, *rule_f1(pages, rule)) for rule in grid]
     top = max(f1 for _, f1, _ in scored)
-    return min((s for s in scored if s[1] >= top - 0.001), key=lambda s: (s[2], -s[1]))[0]
+    return min((s for s in scored if s[1] >= top - F1_TOLERANCE), key=lambda s: (s[2], -s[1]))[0]
 
 
 def learned_features(page: dict) -> list[float]:

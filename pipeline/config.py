@@ -242,7 +242,7 @@ class ExtractConfig:
     max_html_bytes: Annotated[int, AtLeastOne] = 2_000_000
     # newspaper3k is consulted on English pages where trafilatura's text covers less than this share of
     # resiliparse's tokens (pipeline/extract/selector.py); 0 consults it only when trafilatura finds nothing.
-    consult_newspaper_below: Annotated[float, Probability] = 0.3
+    consult_newspaper_below: Annotated[float, Probability] = 0.2
     # Documents shorter than this many GPT-2 tokens are dropped (too_short; OpenWebText used 128).
     min_tokens: Annotated[int, NonNegative] = 128
     # Documents longer than this many characters are dropped (too_long).

@@ -292,7 +292,7 @@ def test_the_benchmark_computes_the_selectors_features_and_choice_as_the_stage_d
 
     pages = [{"html": p.body.decode(charset_of(p)), "url": URL, "text": p.text}
              for p in pages_of("article")[:2] + pages_of("non_english", "ru")[:1]]
-    pages += [dict(real_page(page_id), url=URL) for page_id in ("R165", "R601") if DRAGNET.exists()]
+    pages += [dict(real_page(page_id), url=URL) for page_id in ("R165", "153") if DRAGNET.exists()]
     candidates(pages)
     prepare(pages)
     for rule in (SelectionRule(), SelectionRule(consult_below=1.0)):
@@ -326,7 +326,7 @@ def real_page(page_id: str) -> dict:
     ("R610", "trafilatura", False),  # trafilatura covers resiliparse's text: newspaper is not asked
     ("R165", "newspaper", True),     # trafilatura kept one block; newspaper has the article, inside resiliparse's text
     ("R170", "newspaper", True),
-    ("R601", "trafilatura", True),   # asked, but newspaper's text is no longer than trafilatura's
+    ("153", "trafilatura", True),    # asked, but newspaper's text is no longer than trafilatura's
     ("R434", "trafilatura", True),   # asked, but most of newspaper's text is not in resiliparse's
     ("176", "trafilatura", False),   # Portuguese: agreement alone would ask newspaper; the language gate does not
 ])

@@ -8,7 +8,7 @@
   already opens with it (the headline is part of the article; bylines and dates are not added).
 - `page_metadata(page, meta) -> {"date": "YYYY-MM-DD" | None, "author": str | None}`, read only for kept
   documents: author from <meta> (author, article:author, dc.creator, byl) or rel=author; date by htmldate
-  on trafilatura's lxml tree (trafilatura's own metadata pass would double its cost).
+  on trafilatura's lxml tree, from markup, the URL and structured data (None when they have none).
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def page_metadata(page: ParsedPage, meta: dict[str, str]) -> dict:
         return {"date": None, "author": None}
     author = next((meta[k] for k in AUTHOR_KEYS if meta.get(k)), "") or _text_of(page.dom.find(".//*[@rel='author']"))
     try:
-        date = find_date(page.dom, original_date=True, outputformat="%Y-%m-%d")
+        # Without extensive_search: dates from markup, URL and structured data only; the full-text search
+        # guesses from any date-like string and costs more than the rest of a page's extraction.
+        date = find_date(page.dom, original_date=True, outputformat="%Y-%m-%d", extensive_search=False)
     except Exception:  # noqa: BLE001 - a page whose date cannot be parsed is still a document
         date = None
     return {"date": date, "author": author or None}

@@ -37,11 +37,11 @@ from pipeline.extract.score import token_f1
 @dataclass(frozen=True)
 class SelectionRule:
     # Newspaper is consulted when trafilatura's coverage of resiliparse's text is under this (0: never).
-    consult_below: float = 0.3
+    consult_below: float = 0.2
     # Newspaper's text must be at least this many times as long as trafilatura's ...
     min_length_ratio: float = 1.25
     # ... and this share of its tokens must be in resiliparse's text.
-    min_precision: float = 0.9
+    min_precision: float = 0.7
 
 
 def agreement_features(traf: str, res: str) -> dict:

@@ -31,6 +31,7 @@ from collections import Counter
 
 import numpy as np
 
+from benchmarks.extract_rows import PREVIOUS_THETA
 from pipeline.config import ExtractConfig
 from pipeline.extract.filters import filter_document
 from pipeline.extract.heuristics import HEURISTICS, junk_reason, sentence_end_share
@@ -42,13 +43,12 @@ EXTRACTORS = ("trafilatura", "resiliparse", "newspaper")
 FOLDS, REPEATS = 5, 5
 GRID = [SelectionRule(c, k, p) for c, k, p in itertools.product(
     (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), (1.0, 1.25, 1.5, 2.0, 3.0), (0.5, 0.7, 0.8, 0.9, 0.95))]
-PREVIOUS_THETA = 0.7
 # F1 within this of the best counts as equal when choosing a rule (about the spread of the held-out
 # estimates between shuffles); the cheaper rule then wins, since newspaper costs more than a page's rest.
 F1_TOLERANCE = 0.002
 
 
-def previous_rule(page: dict) -> str:
+def previous_rule_text(page: dict) -> str:
     """The rule this one replaces: trafilatura fast + precision, newspaper when its F1 against
     resiliparse is under θ (unless newspaper's text is under half of trafilatura's), then resiliparse."""
     text = page["traf_precision"]
@@ -64,7 +64,7 @@ def prepare(pages: list[dict]) -> None:
         p["features"] = agreement_features(p["traf"], p["res"])
         p["all_features"] = {**p["features"], **newspaper_features(p["news"], p["res"])}
         texts = {"trafilatura": p["traf"], "resiliparse": p["res"], "newspaper": p["news"],
-                 "previous": previous_rule(p)}
+                 "previous": previous_rule_text(p)}
         p["f1"] = {name: token_f1(with_title(p["title"], t), p["text"])[2] for name, t in texts.items()}
 
 

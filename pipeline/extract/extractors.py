@@ -113,7 +113,7 @@ def unpipe(text: str) -> str:
 class AttributeRegexParser(Parser):
     """newspaper's Parser, answering its cleaner's `//*[re:test(@attr, 'pattern', 'i')]` queries by testing
     the attribute in Python on the elements that have it. lxml's EXSLT regex calls back into Python once
-    per element of the page, and the cleaner asks 15 such queries a page: half of newspaper's time."""
+    per element of the page, and the cleaner asks 15 such queries a page."""
 
     _QUERY = re.compile(r"//\*\[re:test\(@(\w+), '(.*)', 'i'\)\]", re.DOTALL)
 

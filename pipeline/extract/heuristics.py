@@ -13,10 +13,10 @@
 The rules are Gopher's (Rae et al. 2021), and junk_no_punct stands for C4's rule of sentence punctuation
 (Raffel et al. 2020), counted per word rather than per line, so that list items, table rows and texts
 that come as one long line are judged by their sentences. Scripts without sentence punctuation (Thai,
-Lao) need junk_no_punct off. `junk_reason(text,
-config)` returns the first enabled rule the text fails, as (reason, detail), or None. Each is on by
-default and off when its name is removed from `extract.heuristics`. The distributions the bounds are
-chosen from are printed by benchmarks/extract.py.
+Lao) need junk_no_punct off. `junk_reason(text, config)` returns the first enabled rule the text fails,
+as (reason, detail), or None. Each is on by default and off when its name is removed from
+`extract.heuristics`. The distributions the bounds are chosen from are printed by
+`benchmarks/extract.py --pages`.
 """
 
 from __future__ import annotations

@@ -39,9 +39,10 @@ REJECT_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("deta
 URL_META_COLUMNS = ["url", "domain", "score_sum", "score_max", "num_submissions", "reddit_ids", "subreddits", "created_utc"]
 
 
-def read_response_body(path: Path, offset: int) -> bytes:
-    """The HTTP body (transfer and content encodings undone) of the WARC response record at `offset`."""
-    with open(path, "rb") as f:
+def read_response_body(path: storage.AnyPath, offset: int) -> bytes:
+    """The HTTP body (transfer and content encodings undone) of the WARC response record at `offset` (a ranged
+    read when the WARC is an object)."""
+    with storage.open_read(path) as f:
         f.seek(offset)
         record = next(iter(ArchiveIterator(f)))
         if record.rec_type != "response":

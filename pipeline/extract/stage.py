@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
